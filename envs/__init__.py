@@ -1,0 +1,1 @@
+"""Environments: tasks, episodes (turns and feedback) and program execution."""

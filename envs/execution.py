@@ -1,0 +1,77 @@
+"""Running programs against tests: the small interface every executor implements.
+
+An executor takes a batch of `ExecutionRequest`s and returns one `ExecutionResult` per request,
+in order, with a verdict per test. Executors never raise for anything the *program* does
+(crash, hang, flood, no code): that is a verdict. They raise only when the executor itself is
+broken, so a bad sandbox is loud instead of a silent zero reward.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+from envs.tasks import TestCase
+
+
+class Verdict(str, enum.Enum):
+    PASS = "pass"
+    FAIL = "fail"                  # ran, wrong answer / assertion failed
+    ERROR = "error"                # raised, or the program did not load
+    TIMEOUT = "timeout"
+    MEMORY = "memory"
+    OUTPUT_LIMIT = "output_limit"
+    NO_CODE = "no_code"            # the reply held no program to run
+
+
+@dataclass(frozen=True)
+class ExecutionRequest:
+    program: str
+    tests: tuple[TestCase, ...]
+    entry_point: str = ""
+    setup_code: str = ""
+    time_limit_s: float = 5.0      # wall time for the whole request
+    memory_mb: int = 512
+
+
+@dataclass(frozen=True)
+class TestResult:
+    verdict: Verdict
+    message: str = ""              # assertion message, traceback tail or limit that was hit
+    got: str = ""                  # repr of the value / stdout the program produced (truncated)
+
+
+@dataclass(frozen=True)
+class ExecutionResult:
+    tests: tuple[TestResult, ...]
+    isolation: str = ""            # which isolation level produced this result
+    duration_s: float = 0.0
+    extra: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def num_passed(self) -> int:
+        return sum(t.verdict is Verdict.PASS for t in self.tests)
+
+    @property
+    def num_tests(self) -> int:
+        return len(self.tests)
+
+    @property
+    def fraction_passed(self) -> float:
+        return self.num_passed / self.num_tests if self.tests else 0.0
+
+    @property
+    def all_passed(self) -> bool:
+        return bool(self.tests) and self.num_passed == self.num_tests
+
+    @classmethod
+    def no_code(cls, num_tests: int) -> "ExecutionResult":
+        return cls(tuple(TestResult(Verdict.NO_CODE, "no program found in the reply") for _ in range(num_tests)))
+
+
+class Executor(Protocol):
+    isolation: str
+
+    def run(self, requests: Sequence[ExecutionRequest]) -> list[ExecutionResult]: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,820 @@
+"""Runs one request's tests and reports one verdict per test. Standard library only.
+
+It runs inside whatever isolation the executor set up: in-process after the fork server has
+built the namespaces (`run`), or as `python -I -S harness.py CONFIG_JSON` under bubblewrap or
+plain rlimits (`main`). Either way three roles split the work, so that the process running
+untrusted code can neither forge a verdict nor read the answers:
+
+  judge     reads the tests (with their expected values), runs the test code itself and writes
+            the verdicts to a pipe that only it holds. It never runs untrusted code.
+  launcher  forked by the judge *before* the judge reads the tests, so its memory never held an
+            expected value. It forks one worker per program load (function tests) or per run
+            (stdio tests) and tells the judge how each one ended.
+  worker    the untrusted process: own uid (when started as root), rlimits, no new privileges.
+            It runs the program and answers "call f with these arguments" with the *value*,
+            encoded as plain data. The judge decodes it into fresh built-in objects and compares
+            them itself, so `__eq__` tricks, a patched `assert`, printing "passed", `exit(0)` or
+            `os._exit` earn nothing; stdio programs are judged on the bytes they wrote.
+
+Streams: the executor writes two frames on the request fd, part A (program, setup code, stdio
+inputs: what the program may see) then part B (the tests). Frames are a 4-byte little-endian
+length and UTF-8 JSON.
+"""
+import builtins
+import ctypes
+import fcntl
+import json
+import math
+import os
+import resource
+import selectors
+import signal
+import socket
+import struct
+import sys
+import time
+import traceback
+
+MAX_TEXT = 400              # message / got fields are cut to this many characters
+MAX_FRAME = 16 << 20        # largest request or reply frame accepted
+MAX_DEPTH = 100             # deepest nesting a transferred value may have
+WORKER_FDS = (3, 4)         # the worker's RPC pipes: requests in, replies out
+EXIT_MEMORY = 99            # a stdio run that ended in MemoryError (the program could fake it, for nothing)
+
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NAME, PR_SET_NO_NEW_PRIVS = 1, 4, 15, 38
+
+
+def _short(text):
+    text = str(text)
+    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 3] + "..."
+
+
+# ----------------------------------------------------------------------------- framing
+
+def write_frame(fd, obj):
+    data = json.dumps(obj).encode()
+    write_all(fd, struct.pack("<I", len(data)) + data)
+
+
+def write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def read_frame(fd):
+    """One frame from a blocking fd; None at end of stream."""
+    data = read_frame_bytes(fd)
+    return None if data is None else json.loads(data[4:])
+
+
+def read_frame_bytes(fd):
+    """One frame, length prefix included, undecoded; None at end of stream."""
+    head = _read_exact(fd, 4)
+    if head is None:
+        return None
+    (size,) = struct.unpack("<I", head)
+    if size > MAX_FRAME:
+        raise ValueError(f"frame of {size} bytes is over the {MAX_FRAME}-byte limit")
+    body = _read_exact(fd, size)
+    if body is None:
+        raise EOFError("stream ended inside a frame")
+    return head + body
+
+
+def _read_exact(fd, size):
+    chunks, left = [], size
+    while left:
+        chunk = os.read(fd, left)
+        if not chunk:
+            if left == size:
+                return None
+            raise EOFError("stream ended inside a frame")
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+# ----------------------------------------------------------------------------- values
+# Only plain data crosses from worker to judge. The decoder builds fresh built-in objects, so
+# nothing the program defined (an always-true __eq__, a lying __class__) reaches a comparison.
+
+class Opaque:
+    """A value the program returned that is not plain data: equal to nothing but itself."""
+
+    def __init__(self, text):
+        self.text = text
+
+    def __eq__(self, other):
+        return self is other
+
+    def __ne__(self, other):
+        return self is not other
+
+    __hash__ = object.__hash__
+
+    def __repr__(self):
+        return self.text
+
+
+def encode(value, depth=0):
+    if depth > MAX_DEPTH:
+        raise ValueError("value nested too deeply to transfer")
+    kind = type(value)
+    if value is None or kind in (bool, int, float, str):
+        return value
+    if kind is list:
+        return [encode(v, depth + 1) for v in value]
+    if kind in (tuple, set, frozenset):
+        return {_TAGS[kind]: [encode(v, depth + 1) for v in value]}
+    if kind is dict:
+        return {"d": [[encode(k, depth + 1), encode(v, depth + 1)] for k, v in value.items()]}
+    if kind is bytes:
+        return {"b": value.hex()}
+    if kind is complex:
+        return {"c": [value.real, value.imag]}
+    # Subclasses of built-ins (IntEnum, numpy.float64) and numpy values travel as their plain
+    # equivalent, as they would compare in the original harness. This runs in the worker, so
+    # whatever these conversions do, the judge still only receives JSON.
+    for base in (bool, int, float, str, bytes, complex, list, tuple, dict, set, frozenset):
+        if isinstance(value, base):
+            return encode(base(value), depth + 1)
+    if callable(getattr(value, "tolist", None)):
+        return encode(value.tolist(), depth + 1)
+    try:
+        text = repr(value)
+    except BaseException:
+        text = f"<{kind.__name__} object>"
+    return {"o": _short(text)}
+
+
+_TAGS = {tuple: "t", set: "s", frozenset: "f"}
+_BUILD = {"t": tuple, "s": set, "f": frozenset}
+
+
+def decode(obj, depth=0):
+    if depth > MAX_DEPTH:
+        raise ValueError("value nested too deeply to transfer")
+    if obj is None or type(obj) in (bool, int, float, str):
+        return obj
+    if type(obj) is list:
+        return [decode(v, depth + 1) for v in obj]
+    if type(obj) is not dict or len(obj) != 1:
+        raise ValueError("malformed value")
+    (tag, body), = obj.items()
+    if tag in _BUILD:
+        return _BUILD[tag](decode(v, depth + 1) for v in body)
+    if tag == "d":
+        return {decode(k, depth + 1): decode(v, depth + 1) for k, v in body}
+    if tag == "b":
+        return bytes.fromhex(body)
+    if tag == "c":
+        return complex(float(body[0]), float(body[1]))
+    if tag == "o":
+        return Opaque(str(body))
+    raise ValueError(f"unknown value tag {tag!r}")
+
+
+# ----------------------------------------------------------------------------- process setup
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def prctl(option, value):
+    if _libc.prctl(option, value, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), f"prctl({option}) failed")
+
+
+def set_name(name):
+    """The process name `ps` and `top` show: sandbox roles are told apart at a glance."""
+    _libc.prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()), 0, 0, 0)
+
+
+def become(uid, die_with_parent):
+    """Drop to `uid` (when given) with no supplementary groups; optionally die with the parent.
+
+    The death signal is set after the uid change because setresuid clears it, then the parent
+    is checked once, in case it died before the signal was armed.
+    """
+    parent = os.getppid()
+    if uid is not None:
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+    prctl(PR_SET_NO_NEW_PRIVS, 1)
+    prctl(PR_SET_DUMPABLE, 0)   # no ptrace and no /proc/PID/{mem,fd} for same-uid processes
+    if die_with_parent:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
+def _set_limits(limits):
+    for name, value in limits.items():
+        # CPU: hard one second above soft, so the soft limit's SIGXCPU (read as a timeout)
+        # comes first; with soft == hard the kernel sends SIGKILL straight away.
+        hard = value + 1 if name == "RLIMIT_CPU" else value
+        resource.setrlimit(getattr(resource, name), (value, hard))
+
+
+# ----------------------------------------------------------------------------- worker
+
+def _worker(part_a, config, mode, stdin_text, fds):
+    """Child of the launcher: becomes the untrusted process and never returns."""
+    try:
+        set_name("sandbox-worker")
+        os.setsid()  # its own process group, so the launcher can kill what it forks
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 256) for fd in fds]  # out of the way of 0..n-1
+        for target, fd in enumerate(high):
+            os.dup2(fd, target)
+        os.closerange(len(fds), 1 << 16)
+        try:
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write("1000")  # when memory runs out, the worker goes first, never the judge
+        except OSError:
+            pass
+        become(config["worker_uid"], die_with_parent=False)
+        limits = dict(config["limits"])
+        if limits:  # the per-request ones
+            limits["RLIMIT_CPU"] = int(math.ceil(part_a["time_limit_s"])) + 1
+            limits["RLIMIT_AS"] = part_a["memory_mb"] << 20
+        _set_limits(limits)
+        os.environ.clear()
+        os.environ.update(config["env"])
+        sys.path[:0] = config["sys_path"]
+        os.chdir(config["workdir"])
+        sys.stdin = open(0, closefd=False) if mode == "functions" else _stdin_from(stdin_text)
+        sys.stdout = open(1, "w", buffering=1, closefd=False)
+        sys.stderr = open(2, "w", buffering=1, closefd=False)
+        source = part_a["setup_code"] + "\n" + part_a["program"]
+        code = _serve_functions(source, part_a["entry_point"]) if mode == "functions" else _run_main(source)
+    except BaseException:
+        code = 70
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:
+        pass
+    os._exit(code)
+
+
+def _stdin_from(text):
+    # A memfd rather than a pipe: no writer to keep alive, and any size fits.
+    fd = os.memfd_create("stdin")
+    os.write(fd, text.encode())
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.dup2(fd, 0)
+    os.close(fd)
+    return open(0, closefd=False)
+
+
+def _run_main(source):
+    """stdio mode: the program as __main__; exit status 0 unless it raised."""
+    sys.argv = ["main.py"]
+    try:
+        exec(compile(source, "main.py", "exec"), {"__name__": "__main__", "__builtins__": builtins})
+        return 0
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        print(exc.code, file=sys.stderr)
+        return 1
+    except MemoryError:
+        return EXIT_MEMORY
+    except BaseException:
+        traceback.print_exc()
+        return 1
+
+
+def _serve_functions(source, entry_point):
+    """functions mode: load the program once, then answer calls until the judge hangs up."""
+    namespace = {"__name__": "__candidate__", "__builtins__": builtins}
+    try:
+        exec(compile(source, "<program>", "exec"), namespace)
+        reply = {"loaded": True, "has_entry": callable(namespace.get(entry_point))}
+    except BaseException as exc:
+        reply = {"loaded": False, "raised": _describe(exc)}
+    write_frame(WORKER_FDS[1], reply)
+    while True:
+        call = read_frame(WORKER_FDS[0])
+        if call is None:
+            return 0
+        try:
+            args = decode(call["args"])
+            kwargs = decode(call["kwargs"])
+            value = namespace[entry_point](*args, **kwargs)
+            reply = {"value": encode(value)}
+            data = json.dumps(reply)
+        except BaseException as exc:
+            data = json.dumps({"raised": _describe(exc)})
+        write_all(WORKER_FDS[1], struct.pack("<I", len(data)) + data.encode())
+
+
+def _describe(exc):
+    name = type(exc).__name__
+    lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    return {"type": name if isinstance(name, str) else "Exception", "message": _short(exc),
+            "traceback": _short("".join(lines[-3:]).strip())}
+
+
+# ----------------------------------------------------------------------------- launcher
+
+def _launcher(sock, part_a, config):
+    """Forks workers on the judge's command; reports their exit. Never runs untrusted code."""
+    workers = {}  # id -> (pid, pidfd)
+    sel = selectors.DefaultSelector()
+    sel.register(sock, selectors.EVENT_READ, None)
+    next_id = 0
+    while True:
+        for key, _ in sel.select():
+            if key.data is None:
+                msg, _, _, _ = socket.recv_fds(sock, 1 << 16, 0)
+                if not msg:  # the judge is gone: so are its workers
+                    _finish(workers, config)
+                cmd = json.loads(msg)
+                if cmd["op"] == "kill":
+                    if cmd["id"] in workers:
+                        _kill_group(workers[cmd["id"]][0])
+                    continue
+                next_id += 1
+                pid, judge_fds = _spawn(part_a, config, cmd)
+                pidfd = os.pidfd_open(pid)
+                workers[next_id] = (pid, pidfd)
+                sel.register(pidfd, selectors.EVENT_READ, next_id)
+                socket.send_fds(sock, [json.dumps({"id": next_id}).encode()], judge_fds)
+                for fd in judge_fds:
+                    os.close(fd)
+            else:
+                pid, pidfd = workers.pop(key.data)
+                sel.unregister(pidfd)
+                os.close(pidfd)
+                _kill_group(pid)  # what it forked into its group goes with it
+                _, status = os.waitpid(pid, 0)
+                sock.send(json.dumps({"exited": key.data, "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0,
+                                      "code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None}).encode())
+
+
+def _finish(workers, config):
+    for pid, _ in workers.values():
+        _kill_group(pid)
+    if config.get("kill_uid"):
+        kill_uid(config["worker_uid"])  # daemons that left the process group too
+    if config.get("remove_workdir"):
+        import shutil
+        shutil.rmtree(config["workdir"], ignore_errors=True)
+    os._exit(0)
+
+
+def _kill_group(pid):
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _spawn(part_a, config, cmd):
+    """Fork one worker; return its pid and the judge's ends of its pipes."""
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    if cmd["mode"] == "functions":
+        req_r, req_w = os.pipe()
+        rep_r, rep_w = os.pipe()
+        child_fds, judge_fds = [os.open(os.devnull, os.O_RDONLY), out_w, err_w, req_r, rep_w], [out_r, err_r, req_w, rep_r]
+        stdin_text = None
+    else:
+        child_fds, judge_fds = [os.open(os.devnull, os.O_RDONLY), out_w, err_w], [out_r, err_r]
+        stdin_text = part_a["stdio_inputs"][cmd["index"]]
+    pid = os.fork()
+    if pid == 0:
+        _worker(part_a, config, cmd["mode"], stdin_text, child_fds)
+    for fd in child_fds:
+        os.close(fd)
+    return pid, judge_fds
+
+
+# ----------------------------------------------------------------------------- judge
+
+class _Fault(BaseException):
+    """The worker failed in a way that decides the verdict (timeout, memory, crash...).
+
+    A BaseException so that test code's `except Exception` cannot swallow it."""
+
+    def __init__(self, verdict, message):
+        super().__init__(message)
+        self.verdict, self.message = verdict, message
+
+
+class ProgramError(Exception):
+    """Raised in test code when the program raised an exception that is not a built-in one."""
+
+
+class _Worker:
+    """The judge's handle on one worker: its pipes, output budget and fate."""
+
+    def __init__(self, judge, mode, index=None):
+        self.judge = judge
+        msg, fds = judge.command({"op": "spawn", "mode": mode, "index": index})
+        self.id = msg["id"]
+        self.out_r, self.err_r = fds[0], fds[1]
+        self.req_w, self.rep_r = (fds[2], fds[3]) if mode == "functions" else (None, None)
+        self.stdout, self.stderr = bytearray(), bytearray()
+        self.replies, self.buffer = [], bytearray()
+        self.exit = None          # (signal, code) once the launcher reported it
+        self.fault = None         # a _Fault once the worker can no longer be used
+        for fd in fds:
+            os.set_blocking(fd, False)
+
+    def fds(self):
+        return [fd for fd in (self.out_r, self.err_r, self.rep_r) if fd is not None]
+
+    def on_readable(self, fd):
+        try:
+            data = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return
+        if not data:
+            self.judge.sel.unregister(fd)
+            return
+        if fd == self.rep_r:
+            self.buffer += data
+            while len(self.buffer) >= 4:
+                (size,) = struct.unpack("<I", self.buffer[:4])
+                if size > MAX_FRAME:
+                    self.fail(_Fault("error", "the program returned a value too large to transfer"))
+                    return
+                if len(self.buffer) < 4 + size:
+                    break
+                self.replies.append(json.loads(bytes(self.buffer[4:4 + size])))
+                del self.buffer[:4 + size]
+            return
+        target = self.stdout if fd == self.out_r else self.stderr
+        room = self.judge.output_limit - len(self.stdout) - len(self.stderr)
+        target += data[:max(room, 0)]
+        if len(data) > room:
+            self.fail(_Fault("output_limit", f"wrote more than {self.judge.output_limit} bytes of output"))
+
+    def fail(self, fault):
+        if self.fault is None:
+            self.fault = fault
+            self.judge.send({"op": "kill", "id": self.id})
+
+    def wait(self, until, deadline):
+        """Pump events until `until()` holds, the worker ends or the deadline passes."""
+        while not until() and self.fault is None and self.exit is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.fail(_Fault("timeout", f"exceeded the {self.judge.time_limit:g}s time limit"))
+                break
+            self.judge.pump(left)
+        if self.exit is not None and self.fault is None:
+            self.drain()
+
+    def drain(self):
+        for fd in self.fds():
+            while True:
+                try:
+                    data = os.read(fd, 1 << 16)
+                except (BlockingIOError, OSError):
+                    break
+                if not data:
+                    break
+                if fd == self.rep_r:
+                    self.buffer += data
+                else:
+                    (self.stdout if fd == self.out_r else self.stderr).extend(data)
+
+    def call(self, args, kwargs, deadline):
+        if self.fault is not None:
+            raise self.fault
+        try:
+            payload = json.dumps({"args": encode(list(args)), "kwargs": encode(dict(kwargs))}).encode()
+        except (ValueError, TypeError) as exc:
+            raise TypeError(f"test argument cannot be sent to the program: {exc}") from None
+        self.send_request(struct.pack("<I", len(payload)) + payload, deadline)
+        return self.reply(deadline)
+
+    def send_request(self, data, deadline):
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(self.req_w, view):]
+            except BlockingIOError:
+                self.wait(lambda: True, min(deadline, time.monotonic() + 0.01))
+            except BrokenPipeError:
+                self.wait(lambda: False, deadline)
+            if self.fault is not None:
+                raise self.fault
+            if self.exit is not None:
+                raise self.died()
+
+    def reply(self, deadline):
+        self.wait(lambda: bool(self.replies), deadline)
+        if self.replies:
+            return self.replies.pop(0)
+        if self.fault is not None:
+            raise self.fault
+        raise self.died()
+
+    def died(self):
+        """The fault for a worker that ended on its own in the middle of a test."""
+        sig, code = self.exit
+        if sig == signal.SIGXCPU:
+            fault = _Fault("timeout", "exceeded the CPU time limit")
+        elif sig == signal.SIGSEGV:
+            fault = _Fault("error", "segmentation fault")
+        elif sig:
+            fault = _Fault("error", f"killed by signal {sig} ({signal.Signals(sig).name})")
+        else:
+            fault = _Fault("error", f"the program exited (status {code}) before the test finished")
+        self.fault = fault
+        return fault
+
+    def close(self):
+        if self.exit is None:
+            self.fail(self.fault or _Fault("error", "closed"))
+        for fd in self.fds() + ([self.req_w] if self.req_w is not None else []):
+            try:
+                self.judge.sel.unregister(fd)
+            except (KeyError, ValueError):
+                pass
+            os.close(fd)
+
+
+class _Remote:
+    """Stands for the program's entry point in the judge's namespace: calls go to the worker."""
+
+    def __init__(self, judge, name):
+        self.judge, self.name = judge, name
+
+    def __call__(self, *args, **kwargs):
+        worker = self.judge.function_worker()
+        reply = worker.call(args, kwargs, self.judge.deadline)
+        if "value" in reply:
+            try:
+                return decode(reply["value"])
+            except (ValueError, TypeError, KeyError) as exc:
+                raise _Fault("error", f"the program's reply could not be read: {exc}") from None
+        raise _program_exception(reply["raised"])
+
+    def __repr__(self):
+        return f"<function {self.name}>"
+
+
+def _program_exception(raised):
+    """The program's exception, as a built-in exception of the same type when there is one."""
+    name, message = str(raised.get("type")), _short(raised.get("message", ""))
+    if name == "MemoryError":
+        return _Fault("memory", "MemoryError")
+    if name == "RecursionError":
+        return _Fault("error", _short(raised.get("traceback", "")))
+    kind = getattr(builtins, name, None)
+    if not (isinstance(kind, type) and issubclass(kind, Exception)):
+        kind = ProgramError
+    try:
+        exc = kind(message)
+    except BaseException:
+        exc = ProgramError(message)
+    exc.sandbox_traceback = _short(raised.get("traceback", message))
+    return exc
+
+
+class Judge:
+    def __init__(self, request_fd, report, sock, config):
+        self.request_fd, self.sock, self._report = request_fd, sock, report
+        self.output_limit = config["output_limit"]
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(sock, selectors.EVENT_READ, None)
+        self.workers = {}
+        self.function = None
+        self.load_fault = None
+
+    # -- launcher channel
+
+    def send(self, cmd):
+        self.sock.send(json.dumps(cmd).encode())
+
+    def command(self, cmd):
+        self.send(cmd)
+        while True:  # exit notices of earlier workers may arrive before the answer
+            msg, fds, _, _ = socket.recv_fds(self.sock, 1 << 16, 8)
+            if not msg:
+                raise RuntimeError("the launcher died")
+            reply = json.loads(msg)
+            if "exited" in reply:
+                self._exited(reply)
+                continue
+            return reply, fds
+
+    def _exited(self, notice):
+        worker = self.workers.pop(notice["exited"], None)
+        if worker is not None:
+            worker.exit = (notice["signal"], notice["code"])
+
+    def pump(self, timeout):
+        for key, _ in self.sel.select(timeout):
+            if key.data is None:
+                msg = self.sock.recv(1 << 16)
+                if not msg:
+                    raise RuntimeError("the launcher died")
+                self._exited(json.loads(msg))
+            else:
+                key.data.on_readable(key.fd)
+
+    def start(self, mode, index=None):
+        worker = _Worker(self, mode, index)
+        self.workers[worker.id] = worker
+        for fd in worker.fds():
+            self.sel.register(fd, selectors.EVENT_READ, worker)
+        return worker
+
+    # -- tests
+
+    def function_worker(self):
+        """The loaded program; a fresh one when the last test killed it (time allowing)."""
+        if self.function is not None and (self.function.fault is not None or self.function.exit is not None):
+            self.function.close()
+            self.function = None
+        if self.load_fault is not None:  # the program is broken, not the worker: no reload
+            raise self.load_fault
+        if self.function is None:
+            if time.monotonic() >= self.deadline:
+                raise _Fault("timeout", f"exceeded the {self.time_limit:g}s time limit")
+            self.function = self.start("functions")
+            loaded = self.function.reply(self.deadline)
+            if not loaded["loaded"]:
+                raised = loaded["raised"]
+                if raised["type"] == "MemoryError":
+                    self.load_fault = _Fault("memory", "MemoryError while loading the program")
+                else:
+                    self.load_fault = _Fault("error", "program failed to load: " + _short(raised["traceback"]))
+            elif not loaded["has_entry"]:
+                self.load_fault = _Fault("error", f"the program does not define a function `{self.entry_point}`")
+            if self.load_fault is not None:
+                raise self.load_fault
+        return self.function
+
+    def run(self):
+        part_b = read_frame(self.request_fd)
+        self.time_limit = part_b["time_limit_s"]
+        self.entry_point = part_b["entry_point"]
+        self.deadline = time.monotonic() + self.time_limit
+        namespace, setup_error = {"__name__": "__judge__"}, None
+        try:
+            exec(compile(part_b["setup_code"], "<setup>", "exec"), namespace)
+        except BaseException as exc:
+            setup_error = "test setup failed: " + _short(traceback.format_exception_only(type(exc), exc)[-1].strip())
+        if self.entry_point:
+            namespace[self.entry_point] = _Remote(self, self.entry_point)
+        stdio_index = 0
+        for test in part_b["tests"]:
+            if test["kind"] == "stdio":
+                verdict = self.stdio_test(stdio_index, test["expected"])
+                stdio_index += 1
+            elif setup_error:
+                verdict = ("error", setup_error, "")
+            else:
+                verdict = self.function_test(namespace, test)
+            self.report(*verdict)
+        if self.function is not None:
+            self.function.close()
+
+    def report(self, verdict, message="", got=""):
+        self._report({"verdict": verdict, "message": _short(message), "got": _short(got)})
+
+    def function_test(self, namespace, test):
+        try:
+            if test["kind"] == "call":
+                got = eval(compile(test["input"], "<test>", "eval"), namespace)
+                want = eval(compile(test["expected"], "<test>", "eval"), namespace)
+                ok = got == want
+                if type(ok) is not bool:
+                    ok = False
+                return ("pass", "", repr(got)) if ok else ("fail", f"expected {test['expected']}", repr(got))
+            exec(compile(test["input"], "<test>", "exec"), namespace)
+            return ("pass", "", "")
+        except _Fault as fault:
+            return (fault.verdict, fault.message, "")
+        except AssertionError as exc:
+            return ("fail", str(exc) or "assertion failed", "")
+        except BaseException as exc:
+            tail = getattr(exc, "sandbox_traceback", None)
+            if tail is None:
+                tail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            return ("error", tail, "")
+
+    def stdio_test(self, index, expected):
+        if time.monotonic() >= self.deadline:
+            return ("timeout", f"exceeded the {self.time_limit:g}s time limit", "")
+        worker = self.start("stdio", index)
+        try:
+            worker.wait(lambda: False, self.deadline)
+            if worker.fault is not None:
+                return (worker.fault.verdict, worker.fault.message, "")
+            got = _normalise(worker.stdout.decode(errors="replace"))
+            sig, code = worker.exit
+            if sig:
+                fault = worker.died()
+                return (fault.verdict, fault.message, got)
+            if code == EXIT_MEMORY:
+                return ("memory", "MemoryError", got)
+            if code:
+                tail = worker.stderr.decode(errors="replace").strip()[-(MAX_TEXT - 40):]
+                return ("error", f"exited with status {code}" + (": " + tail if tail else ""), got)
+            return ("pass", "", got) if got == _normalise(expected) else ("fail", "wrong output", got)
+        finally:
+            worker.close()
+
+
+def _normalise(text):
+    return "\n".join(line.rstrip() for line in text.strip().splitlines())
+
+
+# ----------------------------------------------------------------------------- entry points
+
+def start_launcher(part_a, config, setup=None):
+    """Fork the launcher with part A only; `setup()` runs first in the child (namespace set-up).
+
+    Returns the judge's end of the launcher channel and the launcher's pid. Call this before
+    part B (the tests) is read: the launcher and every worker are copies of this process.
+    config: worker_uid / judge_uid (None: keep the current uid), limits (rlimit name -> value),
+    env, sys_path, workdir, output_limit, die_with_parent.
+    """
+    judge_sock, launcher_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            judge_sock.close()
+            set_name("sandbox-launch")
+            if setup is not None:
+                setup()
+            prctl(PR_SET_DUMPABLE, 0)
+            prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            _launcher(launcher_sock, part_a, config)
+        finally:
+            os._exit(1)
+    launcher_sock.close()
+    return judge_sock, pid
+
+
+def judge(sock, request_fd, config, report):
+    """Read part B from request_fd, run the tests, `report(verdict_dict)` each in order.
+
+    Drops to the judge's uid first. Closing the channel at the end makes the launcher kill
+    what is left of the workers and exit.
+    """
+    set_name("sandbox-judge")
+    become(config["judge_uid"], die_with_parent=config["die_with_parent"])
+    try:
+        Judge(request_fd, report, sock, config).run()
+    finally:
+        sock.close()
+
+
+def main():
+    """Stand-alone judge for the levels that start one interpreter per request."""
+    config = json.loads(sys.argv[1])
+    if config.pop("worker_uid_from_pid", False):
+        config["worker_uid"] = config["uid_base"] + 2 * os.getpid()   # unique while we live
+        config["judge_uid"] = config["worker_uid"] + 1
+        config["kill_uid"] = True   # no pid namespace here to take the stragglers with it
+    if config["workdir"] is None:
+        import tempfile
+        config["workdir"] = tempfile.mkdtemp(prefix="selfcorrect-task-")
+        config["remove_workdir"] = True
+        if config["worker_uid"] is not None:
+            os.chown(config["workdir"], config["worker_uid"], config["worker_uid"])
+    part_a = read_frame(0)
+    if part_a is None:
+        return
+    sock, launcher = start_launcher(part_a, config, setup=detach_stdio)
+    del part_a
+    judge(sock, 0, config, lambda verdict: write_all(1, (json.dumps(verdict) + "\n").encode()))
+    os.waitpid(launcher, 0)
+
+
+def detach_stdio():
+    """Point stdin and stdout at /dev/null: the request and verdict streams are the judge's alone."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+
+
+def kill_uid(uid):
+    """SIGKILL every process of `uid`, daemons that left our process group included.
+
+    A child that becomes `uid` and calls kill(-1): the kernel then signals every process that
+    uid may signal, which is exactly that uid's processes.
+    """
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setresuid(uid, uid, uid)
+            os.kill(-1, signal.SIGKILL)  # Linux spares the caller itself
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,358 @@
+"""The local executor: `workers` slots on this machine, one request per slot at a time.
+
+A slot is either a fork server (level "namespaces": one long-lived server per slot) or a
+launcher of one `python -I -S harness.py` process per request (levels "bubblewrap", "rlimits",
+"none"). Both speak the harness's two-frame protocol, so every level runs the same judge.
+"""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from envs import harness
+from envs.execution import ExecutionRequest, ExecutionResult, TestResult, Verdict
+from envs.sandbox import cgroups
+
+FORKSERVER = str(Path(__file__).with_name("forkserver.py"))
+HARNESS = str(Path(harness.__file__).resolve())
+UID_BASE = 1_500_000_000   # task uids are UID_BASE + 2·pid (+1 for the judge): unique, unused
+
+
+@dataclass(frozen=True)
+class SandboxOptions:
+    """Limits that do not vary per request (time and memory come with each request)."""
+
+    tmpfs_mb: int = 64                 # the task's private working directory (/tmp)
+    max_processes: int = 64            # processes + threads of the program (pids cgroup, RLIMIT_NPROC)
+    max_open_files: int = 64           # RLIMIT_NOFILE
+    max_file_mb: int = 16              # RLIMIT_FSIZE: largest file the program may write
+    output_limit_kb: int = 1024        # stdout + stderr the judge reads before calling it a flood
+    grace_s: float = 2.0               # set-up and tear-down allowance over a request's time limit
+    python_packages: tuple[str, ...] = ("numpy",)   # importable inside, when installed here
+    # Imported once by the fork server so that tasks (which are forks of it) need not.
+    preload: tuple[str, ...] = (
+        "typing", "math", "collections", "itertools", "functools", "re", "heapq", "bisect", "string",
+        "random", "statistics", "fractions", "decimal", "operator", "copy", "hashlib", "datetime",
+        "dataclasses", "enum", "json", "io",
+    )
+    env: dict = field(default_factory=lambda: {
+        "PATH": "/usr/bin:/bin", "HOME": "/tmp", "TMPDIR": "/tmp", "LANG": "C.UTF-8",
+        "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "2",
+    })
+
+    def harness_config(self, workdir: str | None, site_dirs: list[str]) -> dict:
+        limits = {
+            "RLIMIT_AS": 0,   # the request's memory_mb
+            "RLIMIT_CPU": 0,  # the request's time limit, rounded up, + 1 s
+            "RLIMIT_NOFILE": self.max_open_files,
+            "RLIMIT_FSIZE": self.max_file_mb << 20,
+            "RLIMIT_NPROC": self.max_processes,
+            "RLIMIT_CORE": 0,
+        }
+        return {"limits": limits, "env": dict(self.env), "sys_path": site_dirs, "workdir": workdir,
+                "output_limit": self.output_limit_kb << 10}
+
+
+def package_paths(names: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(directories to expose, site directories to put on sys.path) for installed packages.
+
+    A package's directory and its wheel's vendored-library sibling (numpy.libs) are exposed;
+    packages that are not installed are skipped.
+    """
+    import importlib.util
+
+    exposed, sites = [], []
+    for name in names:
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        package = os.path.realpath(list(spec.submodule_search_locations)[0])
+        site = os.path.dirname(package)
+        exposed += [p for p in (package, package + ".libs") if os.path.isdir(p)]
+        if site not in sites:
+            sites.append(site)
+    return exposed, sites
+
+
+def interpreter() -> str:
+    """The base interpreter: a venv's python is a symlink to it, and its site is not wanted."""
+    return os.path.realpath(sys.executable)
+
+
+def _frames(request: ExecutionRequest) -> bytes:
+    """Part A (what the program may see), then part B (the tests), as the harness reads them."""
+    tests = [asdict(t) for t in request.tests]
+    part_a = {"program": request.program, "setup_code": request.setup_code, "entry_point": request.entry_point,
+              "stdio_inputs": [t["input"] for t in tests if t["kind"] == "stdio"],
+              "time_limit_s": request.time_limit_s, "memory_mb": request.memory_mb}
+    part_b = {"tests": tests, "setup_code": request.setup_code, "entry_point": request.entry_point,
+              "time_limit_s": request.time_limit_s}
+    out = bytearray()
+    for part in (part_a, part_b):
+        data = json.dumps(part).encode()
+        out += len(data).to_bytes(4, "little") + data
+    return bytes(out)
+
+
+def _result(request: ExecutionRequest, verdicts: list[dict], timed_out: bool, oom_kills: int, isolation: str,
+            duration: float) -> ExecutionResult:
+    """ExecutionResult from the judge's verdicts; tests it never reached get the reason it stopped."""
+    tests = []
+    for item in verdicts:
+        verdict, message = Verdict(item["verdict"]), item["message"]
+        # A SIGKILL the judge saw while the memory cgroup recorded an OOM kill was the kernel's.
+        if oom_kills and verdict is Verdict.ERROR and "signal 9" in message:
+            verdict, message = Verdict.MEMORY, "killed by the kernel: over the memory limit"
+        tests.append(TestResult(verdict, message, item["got"]))
+    if len(tests) < len(request.tests):
+        if timed_out:
+            missing = TestResult(Verdict.TIMEOUT, f"exceeded the {request.time_limit_s:g}s time limit")
+        elif oom_kills:
+            missing = TestResult(Verdict.MEMORY, "killed by the kernel: over the memory limit")
+        else:
+            missing = TestResult(Verdict.ERROR, "the sandbox stopped before reporting this test")
+        tests += [missing] * (len(request.tests) - len(tests))
+    extra = {"oom_kills": oom_kills} if oom_kills else {}
+    return ExecutionResult(tuple(tests[: len(request.tests)]), isolation, duration, extra)
+
+
+class _ForkServerSlot:
+    """One fork server ("namespaces" level) and the cgroups its tasks run in."""
+
+    def __init__(self, name: str, options: SandboxOptions):
+        exposed, sites = package_paths(options.python_packages)
+        base = os.path.realpath(sys.base_prefix)
+        self.root = tempfile.mkdtemp(prefix="selfcorrect-root-")
+        self.cgroups = cgroups.SlotCgroups.create(name)
+        binds = ["/usr/lib"] + [p for p in ("/usr/lib64",) if os.path.isdir(p)] + [base + "/lib"] + exposed
+        binds += ["/dev/null", "/dev/zero", "/dev/random", "/dev/urandom"]
+        self.config = {
+            "root": self.root, "binds": binds,
+            "symlinks": [["usr/lib", "/lib"]] + ([["usr/lib64", "/lib64"]] if "/usr/lib64" in binds else []),
+            "tmpfs_mb": options.tmpfs_mb, "overhead_mb": 64, "max_processes": options.max_processes,
+            "grace_s": options.grace_s, "preload": list(options.preload), "uid_base": UID_BASE, "cgroups": self.cgroups.dirs,
+            "harness": options.harness_config("/tmp", sites),
+        }
+        self.grace_s = options.grace_s
+        self.proc = None
+        self._start()
+
+    def _start(self):
+        self.proc = subprocess.Popen(
+            [interpreter(), "-I", "-S", FORKSERVER, json.dumps(self.config)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=self.config["harness"]["env"], close_fds=True,
+        )
+        ready = self._read(30.0)
+        if not ready or not ready.get("ready"):
+            self.close()
+            raise RuntimeError(f"fork server did not start: {ready.get('error') if ready else 'no reply'}")
+
+    def _read(self, timeout: float):
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        data = b""
+        while True:
+            if len(data) >= 4 and len(data) >= 4 + int.from_bytes(data[:4], "little"):
+                return json.loads(data[4:])
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return None
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return None
+            data += chunk
+
+    def execute(self, request: ExecutionRequest) -> ExecutionResult:
+        start = time.monotonic()
+        try:
+            self.proc.stdin.write(_frames(request))
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            reply = None
+        else:
+            reply = self._read(request.time_limit_s + self.grace_s + 10.0)
+        if not reply or "verdicts" not in reply:
+            # The server is broken (it died or hung): start a fresh one for the next request.
+            error = reply.get("error") if reply else "no reply"
+            self._stop()
+            self._start()
+            raise RuntimeError(f"fork server failed: {error}")
+        return _result(request, reply["verdicts"], reply.get("timed_out", False), reply["oom_kills"], "namespaces",
+                       time.monotonic() - start)
+
+    def _stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()  # its supervisors and tasks die with it (death signals)
+            self.proc.wait()
+
+    def close(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.stdin.close()  # end of stream: the server stops after its current task
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        self._stop()
+        self.cgroups.remove()
+        try:
+            os.rmdir(self.root)
+        except OSError:
+            pass
+
+
+class _ProcessSlot:
+    """One fresh `python -I -S harness.py` per request, under bubblewrap or bare."""
+
+    def __init__(self, level: str, options: SandboxOptions):
+        self.level, self.options = level, options
+        exposed, sites = package_paths(options.python_packages)
+        root = os.geteuid() == 0
+        if level == "bubblewrap":
+            # Inside bubblewrap every process has the same uid: no per-task uid.
+            config = options.harness_config("/tmp", sites)
+            config.update(worker_uid=None, judge_uid=None, die_with_parent=True)
+            self.command = _bwrap_command(options, exposed) + ["-I", "-S", "/sandbox/harness.py", json.dumps(config)]
+        else:
+            config = options.harness_config(None, sites)
+            config.update(worker_uid=None, judge_uid=None, die_with_parent=True)
+            if level == "none":
+                config["limits"] = {}
+            elif root and _readable_by_all(os.path.realpath(sys.base_prefix)):
+                # A fresh unprivileged uid per request makes RLIMIT_NPROC bind and keeps the
+                # program out of root's files. (Not possible when the interpreter itself sits
+                # where only root can read, e.g. under /root: the program could not import.)
+                config.update(worker_uid_from_pid=True, uid_base=UID_BASE)
+            else:
+                del config["limits"]["RLIMIT_NPROC"]  # it would count every process of this user
+            self.command = [interpreter(), "-I", "-S", HARNESS, json.dumps(config)]
+
+    def execute(self, request: ExecutionRequest) -> ExecutionResult:
+        start = time.monotonic()
+        proc = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, env=self.options.env, start_new_session=True)
+        timed_out = False
+        try:
+            out, _ = proc.communicate(_frames(request), timeout=request.time_limit_s + self.options.grace_s)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            out = b""
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            if timed_out:
+                out, _ = proc.communicate()
+            proc.wait()
+        verdicts = [json.loads(line) for line in out.decode(errors="replace").splitlines()]
+        return _result(request, verdicts, timed_out, 0, self.level, time.monotonic() - start)
+
+    def close(self):
+        pass
+
+
+def _readable_by_all(path: str) -> bool:
+    """Whether every directory from / down to `path` lets other users through and list it."""
+    while True:
+        mode = os.stat(path).st_mode
+        if not mode & 0o001 or (os.path.isdir(path) and not mode & 0o004 and path != "/"):
+            return False
+        if path == "/":
+            return True
+        path = os.path.dirname(path)
+
+
+def _bwrap_command(options: SandboxOptions, exposed: list[str]) -> list[str]:
+    python = interpreter()
+    base = os.path.realpath(sys.base_prefix)
+    # A user namespace with an unprivileged uid inside, and no further user namespaces: root
+    # outside maps to nobody inside, and the program cannot build a namespace of its own.
+    cmd = ["bwrap", "--unshare-all", "--unshare-user", "--uid", "65534", "--gid", "65534", "--disable-userns",
+           "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+           "--ro-bind", "/usr/lib", "/usr/lib", "--symlink", "usr/lib", "/lib"]
+    if os.path.isdir("/usr/lib64"):
+        cmd += ["--ro-bind", "/usr/lib64", "/usr/lib64", "--symlink", "usr/lib64", "/lib64"]
+    cmd += ["--ro-bind", base + "/lib", base + "/lib", "--ro-bind", python, python,
+            "--ro-bind", HARNESS, "/sandbox/harness.py"]
+    for path in exposed:
+        cmd += ["--ro-bind", path, path]
+    cmd += ["--dev", "/dev", "--proc", "/proc", "--size", str(options.tmpfs_mb << 20), "--tmpfs", "/tmp",
+            "--hostname", "sandbox", "--chdir", "/tmp", "--clearenv"]
+    for key, value in options.env.items():
+        cmd += ["--setenv", key, value]
+    return cmd + ["--", python]
+
+
+class LocalExecutor:
+    """`workers` slots of one level; `run` spreads a batch over them and keeps its order."""
+
+    def __init__(self, level: str, workers: int, options: SandboxOptions):
+        self.isolation, self.options = level, options
+        self._free: queue.Queue = queue.Queue()
+        self._slots = []
+        try:
+            if level == "namespaces":
+                cgroups.remove_stale()
+                for i in range(workers):
+                    self._slots.append(_ForkServerSlot(f"{os.getpid()}-{id(self):x}-{i}", options))
+            else:
+                self._slots = [_ProcessSlot(level, options) for _ in range(workers)]
+        except BaseException:
+            self.close()
+            raise
+        for slot in self._slots:
+            self._free.put(slot)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox")
+        self.info = self._describe()
+
+    def run(self, requests: Sequence[ExecutionRequest]) -> list[ExecutionResult]:
+        return list(self._pool.map(self._run_one, requests))
+
+    def _run_one(self, request: ExecutionRequest) -> ExecutionResult:
+        slot = self._free.get()
+        try:
+            return slot.execute(request)
+        finally:
+            self._free.put(slot)
+
+    def close(self) -> None:
+        if getattr(self, "_pool", None) is not None:
+            self._pool.shutdown(wait=True)
+        for slot in self._slots:
+            slot.close()
+        self._slots = []
+
+    def _describe(self) -> dict:
+        """What is in force, for logs and run metadata."""
+        o = self.options
+        info = {"level": self.isolation, "workers": len(self._slots),
+                "rlimits": {"address_space": "request memory_mb", "cpu_s": "request time limit + 1",
+                            "open_files": o.max_open_files, "file_size_mb": o.max_file_mb},
+                "output_limit_kb": o.output_limit_kb, "wall_time": "request time_limit_s"}
+        if self.isolation == "none":
+            info["rlimits"] = {}
+        if self.isolation == "namespaces":
+            info.update(namespaces=["mount", "pid", "net", "ipc", "uts"], root="read-only, chroot",
+                        tmpfs_mb=o.tmpfs_mb, uid="unprivileged, one per task",
+                        cgroups=self._slots[0].cgroups.describe() if self._slots else {})
+            info["rlimits"]["processes"] = o.max_processes
+        elif self.isolation == "bubblewrap":
+            info.update(namespaces=["mount", "pid", "net", "ipc", "uts", "user", "cgroup"], root="read-only, bubblewrap",
+                        tmpfs_mb=o.tmpfs_mb, uid="shared by the task's processes", cgroups={})
+        elif self.isolation == "rlimits" and self._slots and "worker_uid_from_pid" in self._slots[0].command[-1]:
+            info.update(uid="unprivileged, one per task")
+            info["rlimits"]["processes"] = o.max_processes
+        elif self.isolation == "rlimits":
+            info.update(uid="the caller's")
+        return info

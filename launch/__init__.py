@@ -1,0 +1,1 @@
+"""Entry points: `selfcorrect train` / `python -m launch.train` (also what `ray job submit` runs)."""

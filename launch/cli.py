@@ -1,0 +1,23 @@
+"""The `selfcorrect` command."""
+from __future__ import annotations
+
+import sys
+
+USAGE = """usage: selfcorrect <command> [options]
+
+commands:
+  train    train a policy (selfcorrect train --help lists every config key)
+"""
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        sys.exit(0 if argv else 2)
+    command, rest = argv[0], argv[1:]
+    if command == "train":
+        from launch.train import main as train_main
+        train_main(rest)
+    else:
+        sys.exit(f"selfcorrect: unknown command {command!r}\n{USAGE}")

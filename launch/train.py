@@ -1,0 +1,253 @@
+"""The training driver: tasks -> episodes -> rewards -> trajectories -> advantages -> learner step
+-> weight push -> log, repeated; with held-out evaluation before and after.
+
+    selfcorrect train --config configs/default.yaml rollout.temperature=0.8
+    python -m launch.train --config configs/default.yaml      (the form `ray job submit -- ...` runs)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from rewards import REWARDS, compute_turn_rewards
+from rl.advantages import ADVANTAGES, turn_advantages
+from rl.cluster import timed
+from rl.config import Config, ConfigError, describe, load_config
+from rl.episodes import run_episodes, turn_scores
+from rl.metrics import self_correction_report
+from rl.rollout import SamplingSpec
+from rl.trajectory import to_trajectory
+from rl.vllm_ext import verbatim_parameter_names
+
+
+def parse_args(argv: list[str] | None = None) -> Config:
+    parser = argparse.ArgumentParser(
+        prog="selfcorrect train",
+        description="Train a policy to correct its own programs with turn-level RL (Ray + vLLM + DeepSpeed).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Configuration keys (set in YAML under their section, or as section.key=value):\n\n" + describe(),
+    )
+    parser.add_argument("--config", help="YAML file with config sections (see configs/)")
+    parser.add_argument("overrides", nargs="*", help="section.key=value overrides, applied after --config")
+    args = parser.parse_args(argv)
+    try:
+        return load_config(args.config, args.overrides)
+    except ConfigError as exc:
+        parser.exit(2, f"selfcorrect: config error: {exc}\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = parse_args(argv)
+    train(cfg)
+
+
+def train(cfg: Config) -> dict:
+    """Runs the whole job; returns {'run_dir', 'before', 'after'} (the evaluation reports)."""
+    import ray
+    from tqdm import tqdm
+    from transformers import AutoTokenizer
+
+    from envs.datasets import load_tasks
+    from envs.episode import ChatFormat
+    from envs.sandbox import make_executor
+    from rl.cluster import LearnerGroup, RolloutGroup, init_ray
+    from rl.models import resolve_model_path
+    from rl.tracking import Tracker
+
+    # Everything that can fail on user input fails here, before Ray or vLLM start.
+    data = cfg.data
+    options = {"path": data.path} if data.dataset == "jsonl" else {}
+    train_tasks = load_tasks(data.dataset, "train", data.heldout_fraction, data.split_seed, data.limit or None, **options)
+    eval_tasks = load_tasks(data.dataset, "heldout", data.heldout_fraction, data.split_seed, cfg.eval.max_tasks or data.limit or None, **options)
+    if not train_tasks:
+        raise ConfigError(f"data.dataset: {data.dataset!r} has no training tasks")
+    model_path = resolve_model_path(cfg.model.path)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    chat = ChatFormat(tokenizer)
+
+    run_dir = Path(cfg.run.output_dir) / f"{cfg.run.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir.mkdir(parents=True, exist_ok=False)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    executor = make_executor(cfg.sandbox.level, cfg.sandbox.allow_unisolated, cfg.sandbox.workers)
+    publish_dir = str(Path(cfg.weight_sync.directory) / run_dir.name)
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        init_ray(cfg)
+    tracker = None
+    try:
+        learner = LearnerGroup(cfg, model_path)
+        rollout = RolloutGroup(cfg, model_path)
+        if set(rollout.node_ids()) != {learner.node_id()}:
+            raise ConfigError("weight_sync: the shared-memory weight transport needs every rollout worker on the learner's node")
+        metadata = {"isolation": executor.isolation, "model_path": model_path,
+                    "train_tasks": len(train_tasks), "eval_tasks": len(eval_tasks),
+                    "initial_weights_checksum": learner.checksum()}
+        (run_dir / "metadata.json").write_text(json.dumps(metadata, indent=2))
+        tracker = Tracker(cfg, run_dir, metadata)
+        loop = Loop(cfg, rollout, learner, executor, chat, tokenizer, publish_dir,
+                    run_dir / "rollouts" if cfg.run.save_rollouts else None)
+        reports = {}
+        if cfg.eval.before and eval_tasks:
+            reports["before"] = loop.evaluate(eval_tasks)
+            tracker.log(0, {f"eval/{k}": v for k, v in reports["before"].items()})
+        sampler = TaskSampler(train_tasks, cfg.run.seed)
+        with tqdm(range(1, cfg.run.steps + 1), desc="train", unit="step", file=sys.stdout) as bar:
+            for step in bar:
+                metrics = loop.step(sampler.next(cfg.rollout.tasks_per_step))
+                tracker.log(step, metrics)
+                bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", acc_t1=f"{metrics['train/acc_t1']:.2f}",
+                                kl=f"{metrics['learner/kl']:.4f}")
+                if cfg.run.save_every and step % cfg.run.save_every == 0:
+                    learner.save(str(run_dir / "checkpoints" / f"step-{step:06d}"), model_path)
+        if cfg.eval.after and eval_tasks:
+            reports["after"] = loop.evaluate(eval_tasks)
+            tracker.log(cfg.run.steps, {f"eval/{k}": v for k, v in reports["after"].items()})
+        if cfg.run.save_final:
+            learner.save(str(run_dir / "final"), model_path)
+        if reports:
+            (run_dir / "eval.json").write_text(json.dumps(reports, indent=2))
+            table = format_table(reports, cfg.episode.max_turns, len(eval_tasks))
+            tracker.summary({f"eval_{name}/{k}": v for name, r in reports.items() for k, v in r.items()})
+            print(table)
+        print(f"run directory: {run_dir}")
+        return {"run_dir": str(run_dir), **reports}
+    finally:
+        if tracker is not None:
+            tracker.close()
+        executor.close()
+        shutil.rmtree(publish_dir, ignore_errors=True)
+        if started_ray:
+            ray.shutdown()
+
+
+class TaskSampler:
+    """Seeded passes over the training tasks in shuffled order."""
+
+    def __init__(self, tasks, seed: int):
+        self.tasks, self.rng, self.queue = list(tasks), random.Random(seed), []
+
+    def next(self, k: int):
+        batch = []
+        while len(batch) < k:
+            if not self.queue:
+                self.queue = self.rng.sample(self.tasks, len(self.tasks))
+            batch.append(self.queue.pop())
+        return batch
+
+
+class Loop:
+    """One training step and one evaluation pass, over already-started components."""
+
+    def __init__(self, cfg: Config, rollout, learner, executor, chat, tokenizer, publish_dir: str,
+                 rollouts_dir: Path | None = None):
+        self.cfg, self.learner, self.rollout, self.publish_dir = cfg, learner, rollout, publish_dir
+        self.chat, self.tokenizer = chat, tokenizer
+        self.reward_fn = REWARDS.get(cfg.reward.name)
+        self.estimator = ADVANTAGES.get(cfg.algo.advantage)
+        self.timers: dict[str, float] = {}
+        self.generate = timed(rollout.generate, self.timers, "generation")
+        self.executor = _TimedExecutor(executor, self.timers)
+        self.version = 0
+        self.rollouts_dir = rollouts_dir
+        self.verbatim_names = verbatim_parameter_names(learner.parameter_names())
+
+    def _episodes(self, tasks, samples_per_task: int, temperature: float):
+        r = self.cfg.rollout
+        spec = SamplingSpec(1, temperature, r.top_p if temperature > 0 else 1.0, r.max_new_tokens)
+        return run_episodes(tasks, samples_per_task, self.generate, self.executor, self.chat, self.tokenizer,
+                            self.cfg.episode, self.cfg.sandbox, spec, self.version, self.cfg.model.max_model_len)
+
+    def step(self, tasks) -> dict[str, float]:
+        cfg = self.cfg
+        self.timers.clear()
+        start = time.monotonic()
+        episodes = self._episodes(tasks, cfg.rollout.samples_per_task, cfg.rollout.temperature)
+        scores = [turn_scores(e) for e in episodes]
+        rewards = [compute_turn_rewards(self.reward_fn, cfg.reward.name, s, e.task, cfg.reward) for e, s in zip(episodes, scores)]
+        groups = [e.task.task_id for e in episodes]  # a group shares the first prompt
+        trajectories = [to_trajectory(e, r, g) for e, r, g in zip(episodes, rewards, groups)]
+        for traj, adv in zip(trajectories, turn_advantages(rewards, groups, self.estimator, cfg.algo.gamma)):
+            traj.turn_advantages = adv
+
+        t0 = time.monotonic()
+        learner_metrics = self.learner.train_step(trajectories)
+        self.timers["training"] = time.monotonic() - t0
+        t0 = time.monotonic()
+        path, checksum, self.version = self.learner.publish(self.publish_dir)
+        self.rollout.push(path, self.version, checksum)
+        held = self.rollout.verify_held(self.verbatim_names, self.learner.checksum(self.verbatim_names), self.version)
+        self.timers["push"] = time.monotonic() - t0
+        if self.rollouts_dir is not None:
+            write_rollouts(self.rollouts_dir / f"step-{self.version:06d}.jsonl", episodes, trajectories)
+
+        correct = [[s.correct for s in ep] for ep in scores]
+        metrics = {f"train/{k}": v for k, v in self_correction_report(correct, cfg.episode.max_turns).items()}
+        for t in range(cfg.episode.max_turns):
+            at_t = [r[t] for r in rewards if len(r) > t]
+            if at_t:
+                metrics[f"reward/turn{t + 1}"] = sum(at_t) / len(at_t)
+        metrics["reward/mean"] = sum(sum(r) for r in rewards) / len(rewards)
+        metrics["episode/turns"] = sum(len(e.turns) for e in episodes) / len(episodes)
+        metrics["episode/no_code_fraction"] = sum(t.code is None for e in episodes for t in e.turns) / sum(len(e.turns) for e in episodes)
+        metrics["tokens/policy"] = sum(sum(t.loss_mask) for t in trajectories)
+        metrics["tokens/total"] = sum(len(t.token_ids) for t in trajectories)
+        metrics.update({f"learner/{k}": v for k, v in learner_metrics.items() if k not in ("seconds", "tokens")})
+        metrics.update({f"time/{k}": v for k, v in self.timers.items()})
+        metrics["time/step"] = time.monotonic() - start
+        metrics["weight_version"] = self.version
+        metrics["weights/checksum"] = checksum
+        metrics["weights/held_by_workers"] = held
+        return metrics
+
+    def evaluate(self, tasks) -> dict[str, float]:
+        episodes = self._episodes(tasks, 1, self.cfg.eval.temperature)
+        correct = [[s.correct for s in turn_scores(e)] for e in episodes]
+        return self_correction_report(correct, self.cfg.episode.max_turns)
+
+
+class _TimedExecutor:
+    """The executor, with the seconds spent in `run` accumulating in timers['execution']."""
+
+    def __init__(self, executor, timers: dict):
+        self.isolation = executor.isolation
+        self.run = timed(executor.run, timers, "execution")
+        self.close = executor.close
+
+
+def write_rollouts(path: Path, episodes, trajectories) -> None:
+    """One JSON line per episode: the exact tokens trained on, next to the turns they came from."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        for e, t in zip(episodes, trajectories):
+            f.write(json.dumps({
+                "task_id": t.task_id, "group": t.group, "weight_version": t.weight_version,
+                "token_ids": t.token_ids, "loss_mask": t.loss_mask, "turn_ids": t.turn_ids,
+                "rollout_logprobs": t.rollout_logprobs, "turn_rewards": t.turn_rewards,
+                "turn_advantages": t.turn_advantages, "feedback": e.feedback,
+                "turns": [{"prompt_ids": turn.prompt_ids, "response_ids": turn.response_ids, "text": turn.text,
+                           "code": turn.code, "finish_reason": turn.finish_reason,
+                           "public_passed": turn.public.num_passed if turn.public else 0,
+                           "hidden_passed": turn.hidden.num_passed if turn.hidden else 0}
+                          for turn in e.turns],
+            }) + "\n")
+
+
+def format_table(reports: dict[str, dict], num_turns: int, num_tasks: int) -> str:
+    cols = [f"acc_t{t + 1}" for t in range(num_turns)] + (["delta", "delta_i2c", "delta_c2i"] if num_turns > 1 else [])
+    names = {"delta": "Δ", "delta_i2c": "Δi→c", "delta_c2i": "Δc→i"}
+    header = "| held-out (" + str(num_tasks) + " tasks) | " + " | ".join(names.get(c, c.replace("acc_t", "Acc@t")) for c in cols) + " |"
+    rows = [header, "|" + "---|" * (len(cols) + 1)]
+    for name, report in reports.items():
+        rows.append(f"| {name} | " + " | ".join(f"{100 * report[c]:+.1f}" if c.startswith("delta") else f"{100 * report[c]:.1f}" for c in cols) + " |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The RL core: config, trajectories, advantages, losses, learner, rollout workers, weight sync."""

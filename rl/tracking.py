@@ -1,0 +1,49 @@
+"""Where metrics go: a JSONL file in the run directory and Weights & Biases (offline without a key)."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from rl.config import Config
+
+
+def wandb_mode(configured: str) -> str:
+    if configured != "auto":
+        return configured
+    return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+
+
+class Tracker:
+    def __init__(self, cfg: Config, run_dir: Path, metadata: dict):
+        self.path = run_dir / "metrics.jsonl"
+        self._file = self.path.open("a")
+        self._wandb = None
+        mode = wandb_mode(cfg.wandb.mode)
+        if mode != "disabled":
+            import wandb
+
+            self._wandb = wandb.init(
+                project=cfg.wandb.project, entity=cfg.wandb.entity or None, mode=mode, dir=str(run_dir),
+                name=run_dir.name, config={**cfg.to_dict(), "metadata": metadata},
+            )
+
+    @property
+    def wandb_dir(self) -> str | None:
+        return self._wandb.dir if self._wandb is not None else None
+
+    def log(self, step: int, metrics: dict) -> None:
+        """All metrics to the JSONL file; the numeric ones to W&B (checksums are strings)."""
+        self._file.write(json.dumps({"step": step, **metrics}) + "\n")
+        self._file.flush()
+        if self._wandb is not None:
+            self._wandb.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=step)
+
+    def summary(self, values: dict) -> None:
+        if self._wandb is not None:
+            self._wandb.summary.update(values)
+
+    def close(self) -> None:
+        self._file.close()
+        if self._wandb is not None:
+            self._wandb.finish()

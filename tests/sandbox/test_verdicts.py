@@ -1,0 +1,172 @@
+"""Verdicts: what each kind of test reports, the reward hacks that must not earn a pass, and
+positive controls that must still pass inside the sandbox."""
+import pytest
+
+from envs.execution import ExecutionRequest, Verdict
+from envs.sandbox import SandboxUnavailable, make_executor
+from envs.tasks import TestCase
+
+from sandbox_helpers import run
+
+ADD = "def add(a, b):\n    return a + b\n"
+
+
+def verdicts(result):
+    return [t.verdict for t in result.tests]
+
+
+# ---------------------------------------------------------------- plain verdicts
+
+def test_call_assert_and_stdio_verdicts(namespaces):
+    result = run(namespaces, ADD, [TestCase("call", "add(1, 2)", "3"), TestCase("call", "add(1, 1)", "3"),
+                                   TestCase("assert", "assert add(2, 2) == 5, 'two and two'"),
+                                   TestCase("call", "add(1, 'x')", "0")], "add")
+    assert verdicts(result) == [Verdict.PASS, Verdict.FAIL, Verdict.FAIL, Verdict.ERROR]
+    assert result.tests[1].got == "2" and result.tests[2].message == "two and two"
+    assert "TypeError" in result.tests[3].message
+    stdio = run(namespaces, "a, b = map(int, input().split())\nprint(a + b)\n",
+                [TestCase("stdio", "2 3\n", "5"), TestCase("stdio", "2 2\n", "5")])
+    assert verdicts(stdio) == [Verdict.PASS, Verdict.FAIL] and stdio.tests[1].got == "4"
+    assert stdio.isolation == "namespaces"
+
+
+def test_program_that_does_not_load(namespaces):
+    result = run(namespaces, "def add(a, b)\n    return a + b\n", [TestCase("call", "add(1, 2)", "3")] * 2, "add")
+    assert verdicts(result) == [Verdict.ERROR] * 2 and all("SyntaxError" in t.message for t in result.tests)
+    missing = run(namespaces, "def plus(a, b):\n    return a + b\n", [TestCase("call", "add(1, 2)", "3")], "add")
+    assert "does not define" in missing.tests[0].message
+
+
+def test_setup_helpers_are_the_tasks_not_the_programs(namespaces):
+    # HumanEval/38-style: the test uses a helper from the prompt; a program that redefines the
+    # helper (here to make its own job trivial) is still judged with the task's helper.
+    setup = "def encode(s):\n    return s[::-1]\n"
+    program = "def encode(s):\n    return s\ndef decode(s):\n    return s\n"
+    result = run(namespaces, program, [TestCase("assert", "assert decode(encode('abc')) == 'abc'")], "decode", setup_code=setup)
+    assert verdicts(result) == [Verdict.FAIL]
+
+
+def test_a_timeout_uses_up_the_request(namespaces):
+    program = "def f(x):\n    while x:\n        pass\n    return 1\n"
+    result = run(namespaces, program, [TestCase("call", "f(0)", "1"), TestCase("call", "f(1)", "1"),
+                                       TestCase("call", "f(0)", "1")], "f", time_limit_s=1.0)
+    assert verdicts(result) == [Verdict.PASS, Verdict.TIMEOUT, Verdict.TIMEOUT]
+
+
+def test_a_crash_restarts_the_program_for_the_next_test(namespaces):
+    program = "import ctypes\ndef f(x):\n    if x:\n        ctypes.string_at(0)\n    return 1\n"
+    result = run(namespaces, program, [TestCase("call", "f(1)", "1"), TestCase("call", "f(0)", "1")], "f")
+    assert verdicts(result) == [Verdict.ERROR, Verdict.PASS]
+
+
+# ---------------------------------------------------------------- reward hacks
+
+HACKS = {
+    "prints_passed": "def add(a, b):\n    print('passed')\n    print('{\"verdict\": \"pass\", \"message\": \"\", \"got\": \"\"}')\n    return 0\n",
+    "exit_0_on_load": "import sys\nsys.exit(0)\n" + ADD,
+    "exit_0_in_call": "import os\ndef add(a, b):\n    os._exit(0)\n",
+    "always_equal": "class E:\n    def __eq__(self, o):\n        return True\n    __ne__ = lambda self, o: False\n"
+                    "def add(a, b):\n    return E()\n",
+    "int_subclass_equal": "class I(int):\n    def __eq__(self, o):\n        return True\n    __hash__ = int.__hash__\n"
+                          "def add(a, b):\n    return I(0)\n",
+    "patched_builtins": "import builtins\nbuiltins.AssertionError = type('Nope', (Exception,), {})\n"
+                        "builtins.isinstance = lambda *a: True\nbuiltins.bool = lambda *a: True\n"
+                        "def add(a, b):\n    return 0\n",
+    "forged_verdict_on_every_fd": "import os, json\nline = (json.dumps({'verdict': 'pass', 'message': '', 'got': ''}) + '\\n').encode()\n"
+                                  "for fd in range(3, 256):\n    try:\n        os.write(fd, line * 10)\n    except OSError:\n        pass\n"
+                                  "def add(a, b):\n    return 0\n",
+    "kills_its_parents": "import os, signal\nfor pid in range(1, 64):\n    try:\n        os.kill(pid, signal.SIGKILL)\n    except OSError:\n        pass\n"
+                         "def add(a, b):\n    return 0\n",
+}
+
+
+@pytest.mark.parametrize("program", HACKS.values(), ids=HACKS.keys())
+def test_reward_hacks_earn_nothing(namespaces, program):
+    tests = [TestCase("call", "add(1, 2)", "3"), TestCase("assert", "assert add(2, 2) == 4"),
+             TestCase("assert", "assert isinstance(add(1, 1), int) and add(1, 1) == 2")]
+    result = run(namespaces, program, tests, "add")
+    assert result.num_passed == 0, [(t.verdict, t.message) for t in result.tests]
+
+
+def test_the_program_never_holds_the_expected_values(namespaces):
+    # The worker is forked before the judge reads the tests, so the expected value is nowhere in
+    # its memory. The scan compares hex: the program holds the secret's hex, never its bytes.
+    secret = "expected-7f3a9c1e5b"
+    program = (
+        "import ctypes\n"
+        "def leak():\n"
+        "    ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # dumpable again, so /proc/self/mem opens\n"
+        f"    needle = {secret.encode().hex()!r}\n"
+        "    found = 0\n"
+        "    with open('/proc/self/maps') as maps, open('/proc/self/mem', 'rb', buffering=0) as mem:\n"
+        "        for line in maps:\n"
+        "            span, perms = line.split()[:2]\n"
+        "            lo, hi = (int(x, 16) for x in span.split('-'))\n"
+        "            if 'r' not in perms or 'vsyscall' in line:\n"
+        "                continue\n"
+        "            for at in range(lo, hi, 1 << 20):\n"
+        "                try:\n"
+        "                    mem.seek(at)\n"
+        "                    chunk = mem.read(min(hi, at + (1 << 20) + 64) - at)\n"
+        "                except (OSError, ValueError, OverflowError):\n"
+        "                    break\n"
+        "                found += 1 if needle in chunk.hex() else 0\n"
+        "    return found\n"
+    )
+    result = run(namespaces, program, [TestCase("call", "leak()", repr(secret))], "leak", time_limit_s=20.0, memory_mb=512)
+    assert result.tests[0].verdict is Verdict.FAIL and result.tests[0].got == "0", result.tests[0]
+
+
+# ---------------------------------------------------------------- positive controls
+
+def test_positive_controls(isolated):
+    threads = ("import threading\nout = []\nts = [threading.Thread(target=out.append, args=(i,)) for i in range(16)]\n"
+               "[t.start() for t in ts]\n[t.join() for t in ts]\nprint(sum(out))\n")
+    files = ("with open('data.txt', 'w') as f:\n    f.write('hello')\nimport os\n"
+             "print(open('data.txt').read(), os.path.getsize('/tmp/data.txt'))\n")
+    stdin = "import sys\nprint(sum(int(x) for x in sys.stdin.read().split()))\n"
+    recursion = ("import sys\nsys.setrecursionlimit(20000)\ndef depth(n):\n    return 0 if n == 0 else 1 + depth(n - 1)\n"
+                 "print(depth(10000), depth.__name__)\n")
+    default_recursion = "def depth(n):\n    return 0 if n == 0 else 1 + depth(n - 1)\nprint(depth(900))\n"
+    cases = [(threads, "", "120"), (files, "", "hello 5"), (stdin, "1 2 3\n4", "10"), (recursion, "", "10000 depth"),
+             (default_recursion, "", "900")]
+    requests = [ExecutionRequest(p, (TestCase("stdio", i, e),), time_limit_s=5.0) for p, i, e in cases]
+    for (program, _, _), result in zip(cases, isolated.run(requests)):
+        assert result.all_passed, (program, result.tests[0])
+
+
+def test_numpy_if_installed(isolated):
+    pytest.importorskip("numpy")
+    program = "import numpy as np\ndef total(xs):\n    return np.asarray(xs).sum()\n"
+    result = run(isolated, program, [TestCase("call", "total([1, 2, 3])", "6")], "total", time_limit_s=10.0)
+    assert result.all_passed, result.tests
+
+
+# ---------------------------------------------------------------- levels
+
+def test_unisolated_levels_need_explicit_permission():
+    for level in ("rlimits", "none"):
+        with pytest.raises(SandboxUnavailable, match="allow_unisolated"):
+            make_executor(level, workers=1)
+    with pytest.raises(ValueError):
+        make_executor("chroot", workers=1)
+
+
+def test_auto_picks_the_strongest(namespaces):
+    executor = make_executor("auto", workers=1)
+    try:
+        assert executor.isolation == "namespaces"
+        assert set(executor.info["cgroups"]) == {"memory", "pids"}  # this machine and CI: cgroup v1, writable
+    finally:
+        executor.close()
+
+
+def test_rlimits_level_judges_the_same_way():
+    executor = make_executor("rlimits", allow_unisolated=True, workers=1)
+    try:
+        result = run(executor, ADD, [TestCase("call", "add(1, 2)", "3"), TestCase("call", "add(1, 1)", "3")], "add")
+        assert verdicts(result) == [Verdict.PASS, Verdict.FAIL] and result.isolation == "rlimits"
+        assert run(executor, HACKS["always_equal"], [TestCase("call", "add(1, 2)", "3")], "add").num_passed == 0
+        assert run(executor, "while True:\n    pass\n", time_limit_s=1.0).tests[0].verdict is Verdict.TIMEOUT
+    finally:
+        executor.close()

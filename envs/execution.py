@@ -70,7 +70,8 @@ class ExecutionResult:
 
 
 class Executor(Protocol):
-    isolation: str
+    isolation: str                 # the level in force, e.g. "namespaces"
+    info: dict                     # the level, slots and limits in force (for logs and run metadata)
 
     def run(self, requests: Sequence[ExecutionRequest]) -> list[ExecutionResult]: ...
 

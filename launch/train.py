@@ -45,7 +45,11 @@ def parse_args(argv: list[str] | None = None) -> Config:
 
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_args(argv)
-    train(cfg)
+    try:
+        train(cfg)
+    except ConfigError as exc:  # input the checks above could only see once it was loaded
+        print(f"selfcorrect: config error: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 def train(cfg: Config) -> dict:
@@ -54,7 +58,7 @@ def train(cfg: Config) -> dict:
     from tqdm import tqdm
     from transformers import AutoTokenizer
 
-    from envs.datasets import load_tasks
+    from envs.datasets import DatasetError, load_tasks
     from envs.episode import ChatFormat
     from envs.sandbox import make_executor
     from rl.cluster import LearnerGroup, RolloutGroup, init_ray
@@ -64,29 +68,37 @@ def train(cfg: Config) -> dict:
     # Everything that can fail on user input fails here, before Ray or vLLM start.
     data = cfg.data
     options = {"path": data.path} if data.dataset == "jsonl" else {}
-    train_tasks = load_tasks(data.dataset, "train", data.heldout_fraction, data.split_seed, data.limit or None, **options)
-    eval_tasks = load_tasks(data.dataset, "heldout", data.heldout_fraction, data.split_seed, cfg.eval.max_tasks or data.limit or None, **options)
+    try:
+        train_tasks = load_tasks(data.dataset, "train", data.heldout_fraction, data.split_seed, data.limit or None, **options)
+        eval_tasks = load_tasks(data.dataset, "heldout", data.heldout_fraction, data.split_seed, cfg.eval.max_tasks or data.limit or None, **options)
+    except DatasetError as exc:
+        raise ConfigError(f"data.dataset: {exc}") from None
     if not train_tasks:
         raise ConfigError(f"data.dataset: {data.dataset!r} has no training tasks")
-    model_path = resolve_model_path(cfg.model.path)
+    try:
+        model_path = resolve_model_path(cfg.model.path)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"model.path: {exc}") from None
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     chat = ChatFormat(tokenizer)
 
     run_dir = Path(cfg.run.output_dir) / f"{cfg.run.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir.mkdir(parents=True, exist_ok=False)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    executor = make_executor(cfg.sandbox.level, cfg.sandbox.allow_unisolated, cfg.sandbox.workers)
     publish_dir = str(Path(cfg.weight_sync.directory) / run_dir.name)
     started_ray = not ray.is_initialized()
     if started_ray:
         init_ray(cfg)
-    tracker = None
+    tracker = executor = None
     try:
+        # Before vLLM starts: a machine that cannot isolate model code fails here, in seconds.
+        executor = make_executor(cfg.sandbox.level, cfg.sandbox.allow_unisolated, cfg.sandbox.workers, cfg.sandbox.backend)
+        print(f"sandbox: {executor.info['level']} isolation, {executor.info['workers']} slots ({cfg.sandbox.backend})")
         learner = LearnerGroup(cfg, model_path)
         rollout = RolloutGroup(cfg, model_path)
         if set(rollout.node_ids()) != {learner.node_id()}:
             raise ConfigError("weight_sync: the shared-memory weight transport needs every rollout worker on the learner's node")
-        metadata = {"isolation": executor.isolation, "model_path": model_path,
+        metadata = {"isolation": executor.isolation, "sandbox": executor.info, "model_path": model_path,
                     "train_tasks": len(train_tasks), "eval_tasks": len(eval_tasks),
                     "initial_weights_checksum": learner.checksum()}
         (run_dir / "metadata.json").write_text(json.dumps(metadata, indent=2))
@@ -121,7 +133,8 @@ def train(cfg: Config) -> dict:
     finally:
         if tracker is not None:
             tracker.close()
-        executor.close()
+        if executor is not None:
+            executor.close()
         shutil.rmtree(publish_dir, ignore_errors=True)
         if started_ray:
             ray.shutdown()
@@ -216,7 +229,7 @@ class _TimedExecutor:
     """The executor, with the seconds spent in `run` accumulating in timers['execution']."""
 
     def __init__(self, executor, timers: dict):
-        self.isolation = executor.isolation
+        self.isolation, self.info = executor.isolation, executor.info
         self.run = timed(executor.run, timers, "execution")
         self.close = executor.close
 

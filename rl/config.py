@@ -118,7 +118,8 @@ class SandboxConfig:
     allow_unisolated: bool = opt(False, "Permit running model code with no isolation if nothing better exists.")
     time_limit_s: float = opt(5.0, "Wall-time limit of one program with its tests.", min=0.1)
     memory_mb: int = opt(512, "Memory limit of one program.", min=16)
-    workers: int = opt(0, "Parallel executions (0: one per CPU).", min=0)
+    workers: int = opt(0, "Parallel executions per machine (0: one per CPU).", min=0)
+    backend: Literal["local", "ray"] = opt("local", "local: execute on the driver's machine; ray: a pool of sandbox actors, one per Ray node.")
 
 
 @dataclass
@@ -232,6 +233,11 @@ def _coerce(dotted: str, value: Any, typ: Any, meta: dict, source: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
     elif typ is float:
+        if isinstance(value, str):  # YAML 1.1 reads "3e-6" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         value = float(value)

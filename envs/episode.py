@@ -117,6 +117,7 @@ class Turn:
     code: str | None
     public: ExecutionResult | None = None   # None when the reply held no code
     hidden: ExecutionResult | None = None
+    seeded: bool = False             # written by the environment (repair curriculum), not sampled
 
 
 @dataclass
@@ -126,3 +127,4 @@ class Episode:
     weight_version: int
     turns: list[Turn] = field(default_factory=list)
     feedback: list[str] = field(default_factory=list)   # feedback[i] was shown after turns[i]
+    attempt: int = 0          # which first attempt of its task this episode continues

@@ -7,6 +7,7 @@ USAGE = """usage: selfcorrect <command> [options]
 
 commands:
   train    train a policy (selfcorrect train --help lists every config key)
+  eval     evaluate multi-turn self-correction: Acc@t, Δ, transitions, pass@k, n@k (selfcorrect eval --help)
 """
 
 
@@ -19,5 +20,8 @@ def main(argv: list[str] | None = None) -> None:
     if command == "train":
         from launch.train import main as train_main
         train_main(rest)
+    elif command == "eval":
+        from launch.eval import main as eval_main
+        eval_main(rest)
     else:
         sys.exit(f"selfcorrect: unknown command {command!r}\n{USAGE}")

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import shutil
@@ -17,10 +18,12 @@ from pathlib import Path
 import yaml
 
 from rewards import REWARDS, compute_turn_rewards
-from rl.advantages import ADVANTAGES, turn_advantages
+from rewards.shaping import overlong_penalty, with_kl_penalty
+from rl.advantages import ADVANTAGES, turn_advantages, uniform_groups
 from rl.cluster import timed
 from rl.config import Config, ConfigError, describe, load_config
-from rl.episodes import run_episodes, turn_scores
+from rl.critic import CRITIC_ESTIMATORS, gae, token_steps, turn_steps, whiten
+from rl.episodes import baseline_keys, run_episodes, turn_scores
 from rl.metrics import self_correction_report
 from rl.rollout import SamplingSpec
 from rl.trajectory import to_trajectory
@@ -59,6 +62,7 @@ def train(cfg: Config) -> dict:
     from transformers import AutoTokenizer
 
     from envs.datasets import DatasetError, load_tasks
+    from envs.repair import load_faulty_programs
     from envs.episode import ChatFormat
     from envs.sandbox import make_executor
     from rl.cluster import LearnerGroup, RolloutGroup, init_ray
@@ -94,6 +98,16 @@ def train(cfg: Config) -> dict:
         # Before vLLM starts: a machine that cannot isolate model code fails here, in seconds.
         executor = make_executor(cfg.sandbox.level, cfg.sandbox.allow_unisolated, cfg.sandbox.workers, cfg.sandbox.backend)
         print(f"sandbox: {executor.info['level']} isolation, {executor.info['workers']} slots ({cfg.sandbox.backend})")
+        faulty = None
+        if cfg.episode.seeded_first_turns > 0:
+            try:
+                faulty = load_faulty_programs(train_tasks, cfg.episode.first_turns, executor,
+                                              time_limit_s=cfg.sandbox.time_limit_s, memory_mb=cfg.sandbox.memory_mb, seed=cfg.run.seed)
+            except DatasetError as exc:
+                raise ConfigError(str(exc)) from None
+            if not faulty.programs:
+                raise ConfigError(f"episode.first_turns: no faulty program found for any training task from {cfg.episode.first_turns!r}")
+            print(f"repair curriculum: faulty first attempts for {len(faulty.programs)} of {len(train_tasks)} training tasks")
         learner = LearnerGroup(cfg, model_path)
         rollout = RolloutGroup(cfg, model_path)
         if set(rollout.node_ids()) != {learner.node_id()}:
@@ -103,7 +117,7 @@ def train(cfg: Config) -> dict:
                     "initial_weights_checksum": learner.checksum()}
         (run_dir / "metadata.json").write_text(json.dumps(metadata, indent=2))
         tracker = Tracker(cfg, run_dir, metadata)
-        loop = Loop(cfg, rollout, learner, executor, chat, tokenizer, publish_dir,
+        loop = Loop(cfg, rollout, learner, executor, chat, tokenizer, publish_dir, faulty,
                     run_dir / "rollouts" if cfg.run.save_rollouts else None)
         reports = {}
         if cfg.eval.before and eval_tasks:
@@ -112,9 +126,9 @@ def train(cfg: Config) -> dict:
         sampler = TaskSampler(train_tasks, cfg.run.seed)
         with tqdm(range(1, cfg.run.steps + 1), desc="train", unit="step", file=sys.stdout) as bar:
             for step in bar:
-                metrics = loop.step(sampler.next(cfg.rollout.tasks_per_step))
+                metrics = loop.step(sampler.next(cfg.rollout.tasks_per_step), step)
                 tracker.log(step, metrics)
-                bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", acc_t1=f"{metrics['train/acc_t1']:.2f}",
+                bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", acc_t1=f"{metrics.get('train/acc_t1', float('nan')):.2f}",
                                 kl=f"{metrics['learner/kl']:.4f}")
                 if cfg.run.save_every and step % cfg.run.save_every == 0:
                     learner.save(str(run_dir / "checkpoints" / f"step-{step:06d}"), model_path)
@@ -158,36 +172,42 @@ class TaskSampler:
 class Loop:
     """One training step and one evaluation pass, over already-started components."""
 
-    def __init__(self, cfg: Config, rollout, learner, executor, chat, tokenizer, publish_dir: str,
+    def __init__(self, cfg: Config, rollout, learner, executor, chat, tokenizer, publish_dir: str, faulty=None,
                  rollouts_dir: Path | None = None):
         self.cfg, self.learner, self.rollout, self.publish_dir = cfg, learner, rollout, publish_dir
         self.chat, self.tokenizer = chat, tokenizer
         self.reward_fn = REWARDS.get(cfg.reward.name)
-        self.estimator = ADVANTAGES.get(cfg.algo.advantage)
+        self.estimator = None if cfg.algo.advantage in CRITIC_ESTIMATORS else ADVANTAGES.get(cfg.algo.advantage)
         self.timers: dict[str, float] = {}
         self.generate = timed(rollout.generate, self.timers, "generation")
         self.executor = _TimedExecutor(executor, self.timers)
         self.version = 0
         self.rollouts_dir = rollouts_dir
+        self.faulty, self.seeding_rng = faulty, random.Random(cfg.run.seed + 1)
         self.verbatim_names = verbatim_parameter_names(learner.parameter_names())
 
-    def _episodes(self, tasks, samples_per_task: int, temperature: float):
+    def _episodes(self, tasks, samples_per_task: int, temperature: float, first_turns=None):
         r = self.cfg.rollout
         spec = SamplingSpec(1, temperature, r.top_p if temperature > 0 else 1.0, r.max_new_tokens)
         return run_episodes(tasks, samples_per_task, self.generate, self.executor, self.chat, self.tokenizer,
-                            self.cfg.episode, self.cfg.sandbox, spec, self.version, self.cfg.model.max_model_len)
+                            self.cfg.episode, self.cfg.sandbox, spec, self.version, self.cfg.model.max_model_len, first_turns)
 
-    def step(self, tasks) -> dict[str, float]:
+    def _first_turns(self, tasks) -> dict[int, list[str]]:
+        """Which tasks of this batch start from faulty programs (repair curriculum), and which."""
+        if self.faulty is None:
+            return {}
+        attempts = self.cfg.rollout.samples_per_task // self.cfg.episode.revisions_per_attempt
+        return {i: self.faulty.draw(t.task_id, attempts) for i, t in enumerate(tasks)
+                if t.task_id in self.faulty and self.seeding_rng.random() < self.cfg.episode.seeded_first_turns}
+
+    def step(self, tasks, step: int) -> dict[str, float]:
         cfg = self.cfg
         self.timers.clear()
         start = time.monotonic()
-        episodes = self._episodes(tasks, cfg.rollout.samples_per_task, cfg.rollout.temperature)
+        episodes = self._episodes(tasks, cfg.rollout.samples_per_task, cfg.rollout.temperature, self._first_turns(tasks))
         scores = [turn_scores(e) for e in episodes]
-        rewards = [compute_turn_rewards(self.reward_fn, cfg.reward.name, s, e.task, cfg.reward) for e, s in zip(episodes, scores)]
-        groups = [e.task.task_id for e in episodes]  # a group shares the first prompt
-        trajectories = [to_trajectory(e, r, g) for e, r, g in zip(episodes, rewards, groups)]
-        for traj, adv in zip(trajectories, turn_advantages(rewards, groups, self.estimator, cfg.algo.gamma)):
-            traj.turn_advantages = adv
+        rewards, trajectories = assign_credit(cfg, step, episodes, scores, self.reward_fn, self.estimator, self.learner)
+        reward_cfg = schedule(cfg, step)[0]
 
         t0 = time.monotonic()
         learner_metrics = self.learner.train_step(trajectories)
@@ -200,13 +220,19 @@ class Loop:
         if self.rollouts_dir is not None:
             write_rollouts(self.rollouts_dir / f"step-{self.version:06d}.jsonl", episodes, trajectories)
 
-        correct = [[s.correct for s in ep] for ep in scores]
-        metrics = {f"train/{k}": v for k, v in self_correction_report(correct, cfg.episode.max_turns).items()}
+        sampled = [[s.correct for s in ep] for ep, e in zip(scores, episodes) if not e.turns[0].seeded]
+        metrics = {f"train/{k}": v for k, v in self_correction_report(sampled, cfg.episode.max_turns).items()} if sampled else {}
+        seeded = [[s.correct for s in ep] for ep, e in zip(scores, episodes) if e.turns[0].seeded]
+        metrics["repair/seeded_fraction"] = len(seeded) / len(episodes)
+        if seeded:
+            metrics["repair/fixed"] = sum(c[-1] for c in seeded) / len(seeded)
         for t in range(cfg.episode.max_turns):
             at_t = [r[t] for r in rewards if len(r) > t]
             if at_t:
                 metrics[f"reward/turn{t + 1}"] = sum(at_t) / len(at_t)
         metrics["reward/mean"] = sum(sum(r) for r in rewards) / len(rewards)
+        metrics["reward/score_stage"] = reward_cfg.score_stage if cfg.reward.name == "score" else 0
+        metrics["episode/filtered_fraction"] = sum(not t.trained for t in trajectories) / len(trajectories)
         metrics["episode/turns"] = sum(len(e.turns) for e in episodes) / len(episodes)
         metrics["episode/no_code_fraction"] = sum(t.code is None for e in episodes for t in e.turns) / sum(len(e.turns) for e in episodes)
         metrics["tokens/policy"] = sum(sum(t.loss_mask) for t in trajectories)
@@ -220,9 +246,81 @@ class Loop:
         return metrics
 
     def evaluate(self, tasks) -> dict[str, float]:
+        """One episode per task; the per-turn report of rl/metrics.py (flat name -> float): acc_t1..,
+        delta, delta_i2c, delta_c2i, episodes, t{t}_t{t+1}_{c2c,c2i,i2c,i2i} transition counts."""
+        from rl.metrics import per_turn_report
+
         episodes = self._episodes(tasks, 1, self.cfg.eval.temperature)
         correct = [[s.correct for s in turn_scores(e)] for e in episodes]
-        return self_correction_report(correct, self.cfg.episode.max_turns)
+        return per_turn_report(correct, self.cfg.episode.max_turns)
+
+
+def assign_credit(cfg: Config, step: int, episodes, scores, reward_fn, estimator, learner):
+    """Episodes -> (task rewards per turn, trajectories with advantages and KL weights).
+
+    `learner` answers turn_kl(trajectories) (each turn's KL to the reference, asked only when the
+    KL goes in the reward) and values(trajectories) (the critic's value at every position, asked
+    only by the critic estimators); `estimator` is a group estimator, or None for those."""
+    reward_cfg, first_turn_kl, gamma = schedule(cfg, step)
+    rewards = [compute_turn_rewards(reward_fn, cfg.reward.name, s, e.task, reward_cfg) for e, s in zip(episodes, scores)]
+    if cfg.reward.overlong_buffer:
+        rewards = [[r if turn.seeded else r + cfg.reward.overlong_penalty * overlong_penalty(len(turn.response_ids), cfg.rollout.max_new_tokens, cfg.reward.overlong_buffer)
+                    for r, turn in zip(rs, e.turns)] for rs, e in zip(rewards, episodes)]
+    keys = [baseline_keys(e, cfg.episode.revisions_per_attempt) for e in episodes]
+    trajectories = [to_trajectory(e, r, e.task.task_id) for e, r in zip(episodes, rewards)]
+    # Decided on the task rewards: a KL penalty in the reward would make every group differ.
+    uniform = uniform_groups(rewards, [k[0] for k in keys]) if cfg.algo.filter_uniform_groups else set()
+    coefs = [[first_turn_kl if t == 0 else cfg.algo.kl_coef for t in range(len(r))] for r in rewards]
+    trained_rewards = rewards
+    if cfg.algo.kl_in_reward:
+        trained_rewards = [with_kl_penalty(r, k, c) for r, k, c in zip(rewards, learner.turn_kl(trajectories), coefs)]
+        coefs = [[0.0] * len(c) for c in coefs]
+    for traj, r, c, k in zip(trajectories, trained_rewards, coefs, keys):
+        traj.turn_rewards, traj.turn_kl_coefs, traj.trained = r, c, k[0] not in uniform
+    if estimator is None:
+        critic_advantages(trajectories, learner.values(trajectories), cfg.algo.advantage, gamma, cfg.algo.lam)
+    else:
+        for traj, adv in zip(trajectories, turn_advantages(trained_rewards, keys, estimator, gamma)):
+            traj.turn_advantages = adv
+    return rewards, trajectories
+
+
+def critic_advantages(trajectories, values: list[list[float]], estimator: str, gamma: float, lam: float) -> None:
+    """GAE over tokens or turns from the critic's values; advantages whitened over the batch."""
+    steps_of = token_steps if estimator == "gae" else turn_steps
+    per_traj = []
+    for traj, v in zip(trajectories, values):
+        where, positions, step_rewards, discounts = steps_of(traj.turn_ids, traj.turn_rewards, gamma)
+        old = [v[p] for p in positions]
+        adv, returns = gae(step_rewards, old, discounts, lam)
+        traj.value_positions, traj.value_targets, traj.old_values = positions, returns, old
+        per_traj.append((where, adv))
+    for traj, (where, adv) in zip(trajectories, zip([w for w, _ in per_traj], whiten([a for _, a in per_traj]))):
+        if estimator == "gae":
+            tokens = [0.0] * len(traj.token_ids)
+            for k, a in zip(where, adv):
+                tokens[k] = a
+            traj.per_token_advantages = tokens
+            traj.turn_advantages = [0.0] * traj.num_turns
+        else:
+            traj.turn_advantages = [0.0] * traj.num_turns
+            for t, a in zip(where, adv):
+                traj.turn_advantages[t] = a
+
+
+def schedule(cfg: Config, step: int):
+    """(reward config, first-turn KL weight, gamma) in force at `step`. SCoRe trains stage I up
+    to reward.score_switch_step: only the last turn is rewarded and every turn's return is
+    that reward (gamma 1: the objective is r(y2) - beta2 KL on turn 1); then stage II: every
+    turn its own reward plus the bonus, algo.gamma (0 in the recipe), beta1 everywhere."""
+    if cfg.reward.name != "score":
+        return cfg.reward, cfg.algo.kl_coef_first_turn, cfg.algo.gamma
+    stage = cfg.reward.score_stage
+    if cfg.reward.score_switch_step:
+        stage = 1 if step <= cfg.reward.score_switch_step else 2
+    if stage == 1:
+        return dataclasses.replace(cfg.reward, score_stage=1), cfg.algo.kl_coef_first_turn, 1.0
+    return dataclasses.replace(cfg.reward, score_stage=2), cfg.algo.kl_coef, cfg.algo.gamma
 
 
 class _TimedExecutor:

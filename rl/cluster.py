@@ -99,6 +99,22 @@ class LearnerGroup:
         metrics["seconds"] = max(r["seconds"] for r in results)
         return metrics
 
+    def turn_kl(self, batch: list[Trajectory]) -> list[list[float]]:
+        """Per-trajectory, per-turn KL of the sampling policy to the reference (ranks split the batch)."""
+        result: list[list[float]] = [[] for _ in batch]
+        for part in ray.get([r.turn_kl.remote(batch) for r in self.ranks]):
+            for i, kl in part:
+                result[i] = kl
+        return result
+
+    def values(self, batch: list[Trajectory]) -> list[list[float]]:
+        """The critic's value at every position of every trajectory (ranks split the batch)."""
+        result: list[list[float]] = [[] for _ in batch]
+        for part in ray.get([r.values.remote(batch) for r in self.ranks]):
+            for i, v in part:
+                result[i] = v
+        return result
+
     def publish(self, directory: str) -> tuple[str, str, int]:
         return ray.get(self.ranks[0].publish.remote(directory))
 

@@ -62,6 +62,9 @@ class EpisodeConfig:
     stop_on_public_pass: bool = opt(True, "End an episode early once its program passes the public tests.")
     max_feedback_chars: int = opt(800, "Truncate execution feedback to this many characters.", min=50)
     max_failures_shown: int = opt(3, "Failing public tests shown in execution feedback.", min=1)
+    seeded_first_turns: float = opt(0.0, "Repair curriculum: share of training tasks whose first attempts are faulty programs from first_turns instead of samples.", min=0.0, max=1.0)
+    first_turns: str = opt("mutations", "Faulty first attempts: 'mutations' (single-point mutants of reference solutions, verified to fail) or a JSONL file of {task_id, program}.")
+    revisions_per_attempt: int = opt(1, "Episodes continuing each sampled first attempt: k > 1 gives turn 2 a baseline over revisions of the same attempt (rollout.samples_per_task must be a multiple).", min=1)
 
 
 @dataclass
@@ -86,16 +89,28 @@ class RewardConfig:
     alpha: float = opt(10.0, "score: stage II bonus weight on r(y2) - r(y1).", min=0.0)
     score_stage: Literal[1, 2] = opt(2, "score: stage I (only the last turn is rewarded) or stage II (every turn, with the bonus).")
     no_code_penalty: float = opt(-0.2, "rlef: reward of a turn whose reply holds no program.")
+    score_switch_step: int = opt(0, "score: train stage I up to this step and stage II after it, as SCoRe does (0: score_stage throughout).", min=0)
+    overlong_buffer: int = opt(0, "DAPO soft overlong penalty: replies within this many tokens of rollout.max_new_tokens lose up to overlong_penalty (0: off).", min=0)
+    overlong_penalty: float = opt(1.0, "Largest overlong penalty (reached at the token budget).", min=0.0)
     timeout_s: float = opt(30.0, "A reward function that takes longer than this for one episode is an error.", min=0.1)
 
 
 @dataclass
 class AlgoConfig:
-    advantage: str = opt("grpo", "Advantage estimator: grpo, rloo.")
+    advantage: str = opt("grpo", "Advantage estimator: grpo, drgrpo, rloo, reinforce_pp (group baselines), gae (PPO, token-level critic), turn_value (PPO, RLEF's turn-level critic), or a plug-in 'module:function'.")
     gamma: float = opt(1.0, "Discount of per-turn returns G_t = sum_u gamma^(u-t) r_u.", min=0.0, max=1.0)
-    clip_eps: float = opt(0.2, "PPO clip range.", min=0.0)
-    kl_coef: float = opt(0.01, "Weight of the k3 KL to the reference on every turn after the first.", min=0.0)
+    lam: float = opt(0.95, "gae / turn_value: GAE lambda (1: Monte Carlo returns against the critic's baseline).", min=0.0, max=1.0)
+    value_coef: float = opt(0.1, "gae / turn_value: weight of the critic's loss (a value head on the policy's last hidden state).", min=0.0)
+    value_clip: float = opt(0.2, "gae / turn_value: clip range of the critic's update around its rollout-time values (0: none).", min=0.0)
+    clip_eps: float = opt(0.2, "PPO clip range (the lower one when clip_eps_high is set).", min=0.0)
+    clip_eps_high: float = opt(0.0, "Upper clip range, DAPO's clip-higher (e.g. 0.28); 0: same as clip_eps.", min=0.0)
+    loss_aggregation: Literal["seq_mean_token_mean", "token_mean", "seq_mean_token_sum_norm"] = opt("seq_mean_token_mean", "seq_mean_token_mean: GRPO; token_mean: DAPO (every token of the batch alike); seq_mean_token_sum_norm: Dr.GRPO (token sums / loss_norm_tokens).")
+    loss_norm_tokens: int = opt(0, "Constant normaliser of seq_mean_token_sum_norm (0: rollout.max_new_tokens x episode.max_turns).", min=0)
+    kl_estimator: Literal["k1", "k2", "k3"] = opt("k3", "KL(pi || pi_ref) estimator of the loss term: k1 = log(pi/pi_ref), k2 = (log ratio)^2 / 2, k3 = r - log r - 1.")
+    kl_in_reward: bool = opt(False, "Put the KL in the turn rewards (r_t - coef x the turn's mean token log(pi/pi_ref), as RLEF and CoCoS) instead of the loss.")
+    kl_coef: float = opt(0.01, "Weight of the KL to the reference on every turn after the first.", min=0.0)
     kl_coef_first_turn: float = opt(0.01, "Weight of the KL on turn-1 tokens (SCoRe's beta2 when larger).", min=0.0)
+    filter_uniform_groups: bool = opt(False, "Leave out of the loss the tasks whose episodes all got the same rewards (DAPO's filter: no signal, only dilution).")
     lr: float = opt(1e-6, "Learning rate (AdamW).", min=0.0)
     weight_decay: float = opt(0.0, "AdamW weight decay.", min=0.0)
     grad_clip: float = opt(1.0, "Gradient-norm clip (0: none).", min=0.0)
@@ -109,7 +124,7 @@ class LearnerConfig:
     num_cpus_per_rank: float = opt(1.0, "Ray CPUs reserved per learner rank.", min=0.0)
     num_gpus_per_rank: float = opt(0.0, "Ray GPUs per learner rank (0 on CPU machines).", min=0.0)
     zero_stage: Literal[0, 1, 2] = opt(0, "DeepSpeed ZeRO stage.")
-    torch_threads: int = opt(0, "torch intra-op threads in the learner (0: torch's default).", min=0)
+    torch_threads: int = opt(0, "torch intra-op threads in the learner (0: every CPU of its node; the loop is synchronous, so rollout workers are idle while it trains).", min=0)
 
 
 @dataclass
@@ -259,11 +274,12 @@ def validate(cfg: Config) -> None:
     from envs.datasets import get_loader
     from rewards import REWARDS
     from rl.advantages import ADVANTAGES
+    from rl.critic import CRITIC_ESTIMATORS
     from rl.registry import RegistryError
 
     for key, lookup, name in (
         ("reward.name", REWARDS.get, cfg.reward.name),
-        ("algo.advantage", ADVANTAGES.get, cfg.algo.advantage),
+        ("algo.advantage", lambda n: n in CRITIC_ESTIMATORS or ADVANTAGES.get(n), cfg.algo.advantage),
         ("data.dataset", get_loader, cfg.data.dataset),
     ):
         try:  # loads plug-ins now, so a broken one fails before Ray or vLLM start
@@ -272,8 +288,12 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{key}: {exc}") from None
     if cfg.data.dataset == "jsonl" and not cfg.data.path:
         raise ConfigError("data.path: the jsonl dataset needs a file (data.path=tasks.jsonl)")
-    if cfg.rollout.samples_per_task < 2 and cfg.algo.advantage in ("grpo", "rloo"):
+    if cfg.rollout.samples_per_task < 2 and cfg.algo.advantage in ("grpo", "drgrpo", "rloo", "reinforce_pp"):
         raise ConfigError(f"rollout.samples_per_task: {cfg.algo.advantage} needs a group of at least 2 samples per task")
+    if cfg.rollout.samples_per_task % cfg.episode.revisions_per_attempt:
+        raise ConfigError(f"episode.revisions_per_attempt: {cfg.episode.revisions_per_attempt} does not divide rollout.samples_per_task={cfg.rollout.samples_per_task}")
+    if cfg.reward.overlong_buffer > cfg.rollout.max_new_tokens:
+        raise ConfigError(f"reward.overlong_buffer: {cfg.reward.overlong_buffer} is longer than rollout.max_new_tokens={cfg.rollout.max_new_tokens}")
     batch = cfg.rollout.tasks_per_step * cfg.rollout.samples_per_task
     if batch % cfg.algo.mini_batches:
         raise ConfigError(f"algo.mini_batches: {cfg.algo.mini_batches} does not divide the rollout batch of {batch} episodes")

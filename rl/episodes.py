@@ -6,6 +6,7 @@ from typing import Callable, Sequence
 
 from envs.episode import ChatFormat, Episode, Turn, extract_code, feedback_message
 from envs.execution import ExecutionRequest, ExecutionResult, Executor
+from envs.repair import as_reply
 from envs.tasks import Task
 from rewards import TurnScore
 from rl.config import EpisodeConfig, SandboxConfig
@@ -18,15 +19,35 @@ def run_episodes(
     tasks: Sequence[Task], samples_per_task: int, generate: GenerateFn, executor: Executor,
     chat: ChatFormat, tokenizer, episode_cfg: EpisodeConfig, sandbox_cfg: SandboxConfig,
     sampling: SamplingSpec, weight_version: int, max_model_len: int,
+    first_turns: dict[int, list[str]] | None = None,
 ) -> list[Episode]:
+    """`samples_per_task` episodes per task. With `episode_cfg.revisions_per_attempt` = k > 1,
+    samples_per_task / k first attempts are sampled and each is continued by k episodes, which
+    then share the context of their second turn (a baseline group for that turn).
+
+    first_turns[i] (repair curriculum): the samples_per_task / k first attempts of tasks[i] are
+    these faulty programs instead of samples; the policy writes only the revisions."""
+    k = episode_cfg.revisions_per_attempt
+    if samples_per_task % k:
+        raise ValueError(f"samples_per_task={samples_per_task} is not a multiple of episode.revisions_per_attempt={k}")
+    first_turns = first_turns or {}
     episodes: list[Episode] = []
     contexts: list[list[int]] = []     # each episode's full token context so far
     first_prompts = [chat.first_prompt_ids(t) for t in tasks]
-    for task, prompt, samples in zip(tasks, first_prompts, generate(first_prompts, _with_n(sampling, samples_per_task))):
-        for i, sample in enumerate(samples):
-            episodes.append(Episode(task, i, weight_version, turns=[_turn(prompt, sample, tokenizer)]))
-            contexts.append(prompt + sample.token_ids)
-    _execute([(e, e.turns[-1]) for e in episodes], executor, sandbox_cfg)
+    sampled = [i for i in range(len(tasks)) if i not in first_turns]
+    drawn = dict(zip(sampled, generate([first_prompts[i] for i in sampled], _with_n(sampling, samples_per_task // k)))) if sampled else {}
+    for i, (task, prompt) in enumerate(zip(tasks, first_prompts)):
+        if i in first_turns:
+            if len(first_turns[i]) != samples_per_task // k:
+                raise ValueError(f"task {task.task_id!r}: {len(first_turns[i])} seeded first turns for {samples_per_task // k} attempts")
+            first_attempts = [_seeded_turn(prompt, program, tokenizer) for program in first_turns[i]]
+        else:
+            first_attempts = [_turn(prompt, sample, tokenizer) for sample in drawn[i]]
+        for attempt, first in enumerate(first_attempts):
+            for j in range(k):  # the k episodes share this Turn object: it is executed once
+                episodes.append(Episode(task, attempt * k + j, weight_version, turns=[first], attempt=attempt))
+                contexts.append(prompt + first.response_ids)
+    _execute([(e, e.turns[0]) for e in episodes if e.sample_index % k == 0], executor, sandbox_cfg)
 
     active = list(range(len(episodes)))
     for _ in range(1, episode_cfg.max_turns):
@@ -61,6 +82,13 @@ def _turn(prompt_ids: list[int], sample: Sample, tokenizer) -> Turn:
     return Turn(prompt_ids, sample.token_ids, sample.logprobs, sample.finish_reason, text, extract_code(text))
 
 
+def _seeded_turn(prompt_ids: list[int], program: str, tokenizer) -> Turn:
+    """A first attempt the environment wrote: shown as the assistant's reply, never trained on."""
+    text = as_reply(program)
+    ids = tokenizer.encode(text, add_special_tokens=False) + [tokenizer.eos_token_id]
+    return Turn(prompt_ids, ids, [0.0] * len(ids), "seeded", text, program, seeded=True)
+
+
 def _execute(pairs: list[tuple[Episode, Turn]], executor: Executor, cfg: SandboxConfig) -> None:
     """One executor batch for all turns: public and hidden tests run together, results split."""
     runnable = [(e, t) for e, t in pairs if t.code is not None]
@@ -77,6 +105,20 @@ def _execute(pairs: list[tuple[Episode, Turn]], executor: Executor, cfg: Sandbox
 
 def _public_passed(turn: Turn) -> bool:
     return turn.public is not None and turn.public.num_tests > 0 and turn.public.all_passed
+
+
+def baseline_keys(episode: Episode, revisions_per_attempt: int) -> list[tuple]:
+    """The baseline group of each turn (see rl/advantages.py): turn 1 shares the task's first
+    prompt; turn 2 shares the first attempt when several revisions were sampled from it; other
+    turns fall back to the task's episodes at that turn (their contexts all differ)."""
+    task = episode.task.task_id
+    keys = []
+    for t in range(len(episode.turns)):
+        if t == 1 and revisions_per_attempt > 1:
+            keys.append((task, t, episode.attempt))
+        else:
+            keys.append((task, t))
+    return keys
 
 
 def turn_scores(episode: Episode) -> list[TurnScore]:

@@ -17,35 +17,84 @@ def token_logprobs_and_entropy(logits: torch.Tensor, token_ids: torch.Tensor, te
     return torch.cat([pad, logp], 1), torch.cat([pad, entropy], 1)
 
 
-def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
-    """Unbiased, always-positive KL(pi || pi_ref) estimator: r - log r - 1 with r = pi_ref / pi."""
+def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str) -> torch.Tensor:
+    """Per-token estimates of KL(pi || pi_ref) from samples of pi, with r = pi_ref / pi:
+    k1 = -log r (unbiased, can be negative), k2 = (log r)^2 / 2 (biased, low variance),
+    k3 = r - log r - 1 (unbiased, always >= 0)."""
     log_ratio = ref_logp - logp
-    return log_ratio.exp() - log_ratio - 1.0
+    if estimator == "k1":
+        return -log_ratio
+    if estimator == "k2":
+        return 0.5 * log_ratio ** 2
+    if estimator == "k3":
+        return log_ratio.exp() - log_ratio - 1.0
+    raise ValueError(f"unknown KL estimator {estimator!r}: expected k1, k2 or k3")
+
+
+def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    return kl_estimate(logp, ref_logp, "k3")
+
+
+AGGREGATIONS = ("seq_mean_token_mean", "token_mean", "seq_mean_token_sum_norm")
+
+
+def aggregate(values: torch.Tensor, mask: torch.Tensor, mode: str, num_sequences: int, num_tokens: float,
+              norm_constant: float = 1.0) -> torch.Tensor:
+    """This micro-batch's share of the loss over a whole batch of `num_sequences` sequences with
+    `num_tokens` masked tokens, so that the shares of all micro-batches add up to:
+      seq_mean_token_mean      mean over sequences of each one's token mean (GRPO)
+      token_mean               mean over every token of the batch (DAPO: long replies weigh more)
+      seq_mean_token_sum_norm  mean over sequences of token sums / norm_constant (Dr.GRPO's
+                               constant normaliser, e.g. the token budget: no length bias)"""
+    if mode == "seq_mean_token_mean":
+        return ((values * mask).sum(-1) / mask.sum(-1).clamp(min=1)).sum() / num_sequences
+    if mode == "token_mean":
+        return (values * mask).sum() / max(num_tokens, 1.0)
+    if mode == "seq_mean_token_sum_norm":
+        return (values * mask).sum() / norm_constant / num_sequences
+    raise ValueError(f"unknown loss aggregation {mode!r}: expected one of {', '.join(AGGREGATIONS)}")
 
 
 def masked_sequence_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over each sequence's masked tokens, then over sequences (GRPO's aggregation)."""
-    per_seq = (values * mask).sum(-1) / mask.sum(-1).clamp(min=1)
-    return per_seq.mean()
+    return aggregate(values, mask, "seq_mean_token_mean", values.shape[0], float(mask.sum()))
 
 
-def ppo_clip_loss(logp, old_logp, advantages, mask, clip_eps: float):
-    """-min(rho A, clip(rho, 1-eps, 1+eps) A) per token; returns (per-token loss, clipped indicator)."""
+def ppo_clip_loss(logp, old_logp, advantages, mask, clip_eps: float, clip_eps_high: float | None = None):
+    """-min(rho A, clip(rho, 1-eps_low, 1+eps_high) A) per token (eps_high defaults to eps_low;
+    DAPO's clip-higher raises it); returns (per-token loss, clipped indicator)."""
+    high = clip_eps if clip_eps_high is None else clip_eps_high
     ratio = (logp - old_logp).exp()
     unclipped = ratio * advantages
-    clipped = ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps) * advantages
+    clipped = ratio.clamp(1.0 - clip_eps, 1.0 + high) * advantages
     loss = -torch.minimum(unclipped, clipped)
     return loss, (clipped < unclipped).float() * mask
 
 
-def policy_loss(logp, old_logp, ref_logp, advantages, kl_weights, mask, clip_eps: float):
-    """PPO-clip plus per-token-weighted k3 KL to the reference, aggregated per sequence."""
-    pg, clipped = ppo_clip_loss(logp, old_logp, advantages, mask, clip_eps)
-    kl = k3_kl(logp, ref_logp)
-    loss = masked_sequence_mean(pg + kl_weights * kl, mask)
+def policy_loss(logp, old_logp, ref_logp, advantages, kl_weights, mask, clip_eps: float, *, clip_eps_high: float | None = None,
+                kl_estimator: str = "k3", aggregation: str = "seq_mean_token_mean", num_sequences: int | None = None,
+                num_tokens: float | None = None, norm_constant: float = 1.0):
+    """PPO-clip plus a per-token-weighted KL to the reference (weights 0 leave it out, as when
+    the KL is put in the reward instead), aggregated as `aggregation` over a batch of
+    `num_sequences` / `num_tokens` (default: this micro-batch alone). Stats are per-sequence means."""
+    num_sequences = logp.shape[0] if num_sequences is None else num_sequences
+    num_tokens = float(mask.sum()) if num_tokens is None else num_tokens
+    pg, clipped = ppo_clip_loss(logp, old_logp, advantages, mask, clip_eps, clip_eps_high)
+    kl = kl_estimate(logp, ref_logp, kl_estimator)
+    loss = aggregate(pg + kl_weights * kl, mask, aggregation, num_sequences, num_tokens, norm_constant)
     stats = {
         "kl": masked_sequence_mean(kl.detach(), mask),
         "clip_fraction": masked_sequence_mean(clipped, mask),
         "pg_loss": masked_sequence_mean(pg.detach(), mask),
     }
     return loss, stats
+
+
+def clipped_value_loss(values, old_values, targets, mask, clip: float) -> torch.Tensor:
+    """Sum over masked positions of 0.5 max((V - R)^2, (V_clipped - R)^2), with V_clipped kept
+    within `clip` of the rollout-time value (PPO's value clipping; clip 0: plain squared error)."""
+    loss = (values - targets) ** 2
+    if clip > 0:
+        clipped = old_values + (values - old_values).clamp(-clip, clip)
+        loss = torch.maximum(loss, (clipped - targets) ** 2)
+    return 0.5 * (loss * mask).sum()

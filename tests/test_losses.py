@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from rl.losses import k3_kl, masked_sequence_mean, policy_loss, ppo_clip_loss, token_logprobs_and_entropy
+from rl.losses import aggregate, k3_kl, kl_estimate, masked_sequence_mean, policy_loss, ppo_clip_loss, token_logprobs_and_entropy
 
 
 def test_token_logprobs_shift_and_temperature():
@@ -64,3 +64,49 @@ def test_policy_loss_gradient_flows_only_through_masked_tokens():
     loss, _ = policy_loss(logp, logp.detach(), logp.detach(), torch.ones(1, 3), torch.zeros(1, 3), mask, 0.2)
     loss.backward()
     assert logp.grad[0, 1].item() == 0.0 and logp.grad[0, 0].item() != 0.0
+
+
+def test_kl_estimators():
+    logp = torch.tensor([math.log(0.25), math.log(0.5)])
+    ref = torch.tensor([math.log(0.5), math.log(0.5)])
+    # log r = log 2 and 0, with r = pi_ref / pi
+    assert kl_estimate(logp, ref, "k1").tolist() == pytest.approx([-math.log(2.0), 0.0])
+    assert kl_estimate(logp, ref, "k2").tolist() == pytest.approx([0.5 * math.log(2.0) ** 2, 0.0])
+    assert kl_estimate(logp, ref, "k3").tolist() == pytest.approx([1.0 - math.log(2.0), 0.0])
+    with pytest.raises(ValueError, match="k4"):
+        kl_estimate(logp, ref, "k4")
+
+
+def test_asymmetric_clip_raises_only_the_upper_bound():
+    old = torch.zeros(3)
+    logp = torch.log(torch.tensor([1.25, 1.35, 0.7]))
+    adv = torch.tensor([1.0, 1.0, -1.0])
+    loss, clipped = ppo_clip_loss(logp, old, adv, torch.ones(3), clip_eps=0.2, clip_eps_high=0.28)
+    # A>0: min(1.25, 1.25) (inside 1.28); min(1.35, 1.28) clipped. A<0: min(-0.7, -0.8) = -0.8, lower bound 0.8 kept
+    assert loss.tolist() == pytest.approx([-1.25, -1.28, 0.8])
+    assert clipped.tolist() == [0.0, 1.0, 1.0]
+
+
+VALUES = torch.tensor([[1.0, 3.0, 100.0], [2.0, 0.0, 0.0]])
+MASK = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+
+
+def test_aggregation_modes_on_one_micro_batch():
+    assert aggregate(VALUES, MASK, "seq_mean_token_mean", 2, 3.0).item() == pytest.approx((2.0 + 2.0) / 2)
+    assert aggregate(VALUES, MASK, "token_mean", 2, 3.0).item() == pytest.approx((1 + 3 + 2) / 3)
+    assert aggregate(VALUES, MASK, "seq_mean_token_sum_norm", 2, 3.0, norm_constant=4.0).item() == pytest.approx((4 / 4 + 2 / 4) / 2)
+    with pytest.raises(ValueError, match="unknown loss aggregation"):
+        aggregate(VALUES, MASK, "sum", 2, 3.0)
+
+
+@pytest.mark.parametrize("mode", ["seq_mean_token_mean", "token_mean", "seq_mean_token_sum_norm"])
+def test_micro_batch_shares_add_up_to_the_batch_aggregate(mode):
+    """Gradient accumulation: split a batch in two, the shares sum to the whole batch's value."""
+    values = torch.tensor([[1.0, 3.0, 5.0], [2.0, 0.0, 0.0], [4.0, 4.0, 0.0], [7.0, 1.0, 1.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 1.0, 1.0]])
+    whole = aggregate(values, mask, mode, 4, float(mask.sum()), norm_constant=3.0)
+    parts = sum(aggregate(values[i:i + 2], mask[i:i + 2], mode, 4, float(mask.sum()), norm_constant=3.0) for i in (0, 2))
+    assert parts.item() == pytest.approx(whole.item())
+    expected = {"seq_mean_token_mean": (3 + 2 + 4 + 1) / 4, "token_mean": (9 + 2 + 8 + 2) / 8,
+                "seq_mean_token_sum_norm": (9 + 2 + 8 + 2) / 3 / 4}[mode]
+    assert whole.item() == pytest.approx(expected)

@@ -1,0 +1,90 @@
+"""The repair curriculum: faulty first attempts to seed episodes with, as SCoRe's MBPP-R task and
+its "offline first attempts" option do. The policy then only writes the revisions.
+
+Sources:
+  mutations     single-point mutants of each task's reference solution (envs/mutations.py)
+  PATH.jsonl    your own faulty programs, one {"task_id": ..., "program": ...} object per line
+
+Every candidate is run once in the sandbox before training: only programs that really fail the
+task's hidden tests are kept (a mutant can be equivalent to the original), and the tasks that end
+up with none are reported.
+"""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Sequence
+
+from envs.datasets import DatasetError
+from envs.execution import ExecutionRequest, Executor
+from envs.mutations import mutate
+from envs.tasks import Task
+
+
+class FaultyPrograms:
+    """Verified faulty programs per task id; `draw` picks some for an episode group."""
+
+    def __init__(self, programs: dict[str, list[str]], seed: int = 0):
+        self.programs = {k: v for k, v in programs.items() if v}
+        self.rng = random.Random(seed)
+
+    def __contains__(self, task_id: str) -> bool:
+        return task_id in self.programs
+
+    def draw(self, task_id: str, k: int) -> list[str]:
+        """k faulty programs of the task: distinct while there are enough, then repeated."""
+        pool = self.programs[task_id]
+        picked = self.rng.sample(pool, min(k, len(pool)))
+        return [picked[i % len(picked)] for i in range(k)]
+
+
+def candidates(tasks: Sequence[Task], source: str, per_task: int = 4, seed: int = 0) -> dict[str, list[str]]:
+    """Unverified faulty programs per task id, from `source` (see the module docstring)."""
+    if source == "mutations":
+        found = {}
+        for task in tasks:
+            if not task.reference_solution:
+                continue
+            try:
+                found[task.task_id] = mutate(task.reference_solution, seed, per_task * 3, task.entry_point or None)
+            except SyntaxError:
+                continue
+        return found
+    path = Path(source)
+    if not path.is_file():
+        raise DatasetError(f"episode.first_turns: {source!r} is neither 'mutations' nor an existing JSONL file")
+    known = {t.task_id for t in tasks}
+    found: dict[str, list[str]] = {}
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{path}:{lineno}: not valid JSON: {exc}") from None
+        if not isinstance(row, dict) or not isinstance(row.get("task_id"), str) or not isinstance(row.get("program"), str):
+            raise DatasetError(f"{path}:{lineno}: expected an object with string fields 'task_id' and 'program'")
+        if row["task_id"] in known:
+            found.setdefault(row["task_id"], []).append(row["program"])
+    return found
+
+
+def load_faulty_programs(tasks: Sequence[Task], source: str, executor: Executor, per_task: int = 4,
+                         time_limit_s: float = 5.0, memory_mb: int = 512, seed: int = 0) -> FaultyPrograms:
+    """Candidates from `source`, kept only if they fail at least one hidden test (run in the sandbox)."""
+    by_id = {t.task_id: t for t in tasks}
+    found = candidates(tasks, source, per_task, seed)
+    pairs = [(task_id, program) for task_id, programs in found.items() for program in programs]
+    requests = [ExecutionRequest(program, by_id[task_id].hidden_tests, by_id[task_id].entry_point, by_id[task_id].setup_code,
+                                 time_limit_s, memory_mb) for task_id, program in pairs]
+    kept: dict[str, list[str]] = {}
+    for (task_id, program), result in zip(pairs, executor.run(requests)):
+        if not result.all_passed and len(kept.get(task_id, [])) < per_task:
+            kept.setdefault(task_id, []).append(program)
+    return FaultyPrograms(kept, seed)
+
+
+def as_reply(program: str) -> str:
+    """The text a seeded first turn shows as the assistant's reply."""
+    return f"```python\n{program.rstrip()}\n```"

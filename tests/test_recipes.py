@@ -1,0 +1,148 @@
+"""The recipes' credit assignment, end to end over plain data: turn scores -> rewards -> KL
+shaping -> per-turn advantages and KL weights, worked by hand, through the shipped presets."""
+import pytest
+
+from envs.episode import Episode, Turn
+from envs.tasks import Task, TestCase
+from launch.train import assign_credit, schedule
+from rewards import REWARDS, TurnScore
+from rl.advantages import ADVANTAGES
+from rl.config import load_config
+from tests.conftest import REPO
+
+TASK = Task("t", "p", "f", (TestCase("call", "f(0)", "0"),), (TestCase("call", "f(1)", "1"), TestCase("call", "f(2)", "2")))
+
+
+def _episodes(outcomes, revisions=1, response_len=3):
+    """outcomes[i] = hidden tests passed per turn (of 2; public always passed with all hidden)."""
+    episodes, scores = [], []
+    for i, passed in enumerate(outcomes):
+        turns = [Turn([1, 2], [5] * response_len, [-0.1] * response_len, "stop", "x", "code") for _ in passed]
+        episodes.append(Episode(TASK, i, 0, turns=turns, attempt=i // revisions))
+        scores.append([TurnScore(True, p, 2, 1 if p == 2 else 0, 1) for p in passed])
+    return episodes, scores
+
+
+class Given:
+    """Hand-picked per-turn KL and critic values, in the place of the learner's forward passes."""
+
+    def __init__(self, turn_kl=None, values=None):
+        self.turn_kl_value, self.values_value, self.calls = turn_kl, values, []
+
+    def turn_kl(self, trajectories):
+        self.calls.append(("turn_kl", len(trajectories)))
+        return self.turn_kl_value
+
+    def values(self, trajectories):
+        self.calls.append(("values", len(trajectories)))
+        return self.values_value
+
+
+def _credit(recipe, step, outcomes, overrides=(), turn_kl=None, revisions=1):
+    cfg = load_config(REPO / "configs" / f"{recipe}.yaml", list(overrides))
+    episodes, scores = _episodes(outcomes, revisions)
+    given = Given(turn_kl)
+    rewards, trajectories = assign_credit(cfg, step, episodes, scores, REWARDS.get(cfg.reward.name),
+                                          ADVANTAGES.get(cfg.algo.advantage), given)
+    return cfg, rewards, trajectories, given.calls
+
+
+def test_score_stage_one_rewards_the_second_attempt_for_both_turns():
+    # correct (turn1, turn2): (no, yes), (yes, yes), (no, no)
+    cfg, rewards, trajs, _ = _credit("score", 10, [(0, 2), (2, 2), (0, 0)])
+    assert rewards == [[0.0, 1.0], [0.0, 1.0], [0.0, 0.0]]
+    # gamma 1 in stage I: turn-1 returns are r(y2) = 1, 1, 0 -> RLOO 0.5, 0.5, -1
+    assert [t.turn_advantages for t in trajs] == [pytest.approx([0.5, 0.5]), pytest.approx([0.5, 0.5]), pytest.approx([-1.0, -1.0])]
+    assert trajs[0].turn_kl_coefs == [0.25, 0.01]      # beta2 on the first attempt, beta1 after
+
+
+def test_score_stage_two_gives_each_turn_its_reward_and_the_bonus():
+    cfg, rewards, trajs, _ = _credit("score", 11, [(0, 2), (2, 2), (0, 0)])
+    # r1 = r(y1); r2 = r(y2) + 10 (r(y2) - r(y1))
+    assert rewards == [[0.0, 11.0], [1.0, 1.0], [0.0, 0.0]]
+    # gamma 0: turn 1 returns 0, 1, 0 -> RLOO -0.5, 1, -0.5; turn 2 returns 11, 1, 0 -> 10.5, -4.5, -6
+    assert [t.turn_advantages[0] for t in trajs] == pytest.approx([-0.5, 1.0, -0.5])
+    assert [t.turn_advantages[1] for t in trajs] == pytest.approx([10.5, -4.5, -6.0])
+    assert trajs[0].turn_kl_coefs == [0.01, 0.01]      # beta1 everywhere
+    assert schedule(cfg, 11)[0].score_stage == 2 and schedule(cfg, 1)[0].score_stage == 1
+
+
+# Two attempts per task, each revised twice: A (1 of 2 hidden tests) -> 2 of 2 and 1 of 2;
+# B (0 of 2) -> 0 and 2 of 2.
+COCOS_OUTCOMES = [(1, 2), (1, 1), (0, 0), (0, 2)]
+
+
+def test_cocos_gamma_half_with_kl_in_reward_and_per_turn_baselines():
+    kl = [[1.0, 2.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]
+    cfg, rewards, trajs, kl_calls = _credit("cocos", 1, COCOS_OUTCOMES, turn_kl=kl, revisions=2)
+    # r1 = 0.5 c1, r2 = c2 - c1 (fractions): R = c2 - 0.5 c1
+    assert rewards == [[0.25, 0.5], [0.25, 0.0], [0.0, 0.0], [0.0, 1.0]]
+    assert kl_calls == [("turn_kl", 4)]
+    # minus 0.01 x KL per turn: A1 -> [0.24, 0.48]; returns (gamma 1): G1 = 0.72, 0.25, 0, 1
+    assert trajs[0].turn_rewards == pytest.approx([0.24, 0.48])
+    # turn 1: RLOO over the task's four episodes
+    assert [t.turn_advantages[0] for t in trajs] == pytest.approx([0.72 - 1.25 / 3, 0.25 - 1.72 / 3, -1.97 / 3, 1 - 0.97 / 3])
+    # turn 2: RLOO between the two revisions of the same attempt (turn-1 tokens get a gradient too)
+    assert [t.turn_advantages[1] for t in trajs] == pytest.approx([0.48, -0.48, -1.0, 1.0])
+    assert all(t.turn_kl_coefs == [0.0, 0.0] for t in trajs)   # the KL is in the reward, not the loss
+
+
+def test_cocos_gamma_zero_rewards_only_the_improvement():
+    _, rewards, trajs, _ = _credit("cocos", 1, COCOS_OUTCOMES, ["reward.gamma=0", "algo.kl_in_reward=false"], revisions=2)
+    assert rewards == [[0.0, 0.5], [0.0, 0.0], [0.0, 0.0], [0.0, 1.0]]
+    assert trajs[0].turn_kl_coefs == [0.01, 0.01]
+
+
+def test_rlef_final_outcome_with_no_code_penalty():
+    cfg = load_config(REPO / "configs" / "rlef.yaml", ["algo.advantage=grpo"])
+    episodes, _ = _episodes([(0, 0, 2), (0, 0, 0)])
+    scores = [[TurnScore(False, 0, 2, 0, 1), TurnScore(True, 0, 2, 0, 1), TurnScore(True, 2, 2, 1, 1)],
+              [TurnScore(True, 0, 2, 0, 1), TurnScore(True, 1, 2, 0, 1), TurnScore(False, 0, 2, 0, 1)]]
+    kl = [[0.0, 0.0, 2.0], [0.0, 0.0, 0.0]]
+    rewards, trajs = assign_credit(cfg, 1, episodes, scores, REWARDS.get("rlef"), ADVANTAGES.get("grpo"), Given(kl))
+    assert rewards == [[-0.2, 0.0, 1.0], [0.0, 0.0, -1.2]]
+    assert trajs[0].turn_rewards == pytest.approx([-0.2, 0.0, 0.9])   # - 0.05 x KL
+    # GRPO per turn over two episodes: +-1 whenever the returns differ
+    assert trajs[0].turn_advantages == pytest.approx([1.0, 1.0, 1.0], abs=1e-4)
+
+
+def test_uniform_groups_are_left_out_and_overlong_replies_penalised():
+    overrides = ["algo.filter_uniform_groups=true", "reward.overlong_buffer=2", "rollout.max_new_tokens=4"]
+    cfg = load_config(REPO / "configs" / "grpo.yaml", overrides)
+    episodes, scores = _episodes([(2,), (2,)], response_len=3)
+    other = Task("u", "p", "f", TASK.public_tests, TASK.hidden_tests)
+    more, more_scores = _episodes([(2,), (0,)], response_len=4)
+    for e in more:
+        e.task = other
+    rewards, trajs = assign_credit(cfg, 1, episodes + more, scores + more_scores, REWARDS.get("binary"), ADVANTAGES.get("grpo"), Given())
+    # 3 tokens of 4 with a buffer of 2: -0.5; 4 of 4: -1
+    assert rewards == [[0.5], [0.5], [0.0], [-1.0]]
+    assert [t.trained for t in trajs] == [False, False, True, True]
+
+
+def test_rlef_with_its_turn_level_value_function():
+    cfg = load_config(REPO / "configs" / "rlef.yaml", ["algo.advantage=turn_value", "algo.lam=1.0", "algo.kl_in_reward=false"])
+    episodes, scores = _episodes([(0, 2), (0, 0)], response_len=2)
+    # token layout per episode: [p p a a | p p a a]; the critic is read at positions 1 and 5
+    values = [[0.0, 0.2, 0, 0, 0, 0.5, 0, 0], [0.0, 0.4, 0, 0, 0, 0.1, 0, 0]]
+    given = Given(values=values)
+    rewards, trajs = assign_credit(cfg, 1, episodes, scores, REWARDS.get("rlef"), None, given)
+    assert rewards == [[0.0, 1.0], [0.0, -1.0]] and given.calls == [("values", 2)]
+    assert trajs[0].value_positions == [1, 5] and trajs[0].old_values == [0.2, 0.5]
+    # lambda 1, gamma 1: returns G = 1, 1 and -1, -1; advantages G - V = 0.8, 0.5, -1.4, -1.1, whitened
+    assert trajs[0].value_targets == pytest.approx([1.0, 1.0]) and trajs[1].value_targets == pytest.approx([-1.0, -1.0])
+    raw = [0.8, 0.5, -1.4, -1.1]
+    mean = sum(raw) / 4
+    std = (sum((a - mean) ** 2 for a in raw) / 4) ** 0.5
+    assert trajs[0].turn_advantages + trajs[1].turn_advantages == pytest.approx([(a - mean) / std for a in raw], abs=1e-5)
+    assert trajs[0].per_token_advantages is None
+
+
+def test_token_level_gae_puts_advantages_on_policy_tokens():
+    cfg = load_config(REPO / "configs" / "rlef.yaml", ["algo.advantage=gae", "algo.lam=1.0", "algo.kl_in_reward=false"])
+    episodes, scores = _episodes([(2,), (0,)], response_len=2)
+    rewards, trajs = assign_credit(cfg, 1, episodes, scores, REWARDS.get("rlef"), None, Given(values=[[0.0] * 4, [0.0] * 4]))
+    # values 0, lambda 1: every policy token's advantage is the final reward, +1 / -1, whitened to +-1
+    assert trajs[0].per_token_advantages == pytest.approx([0.0, 0.0, 1.0, 1.0], abs=1e-5)
+    assert trajs[1].per_token_advantages == pytest.approx([0.0, 0.0, -1.0, -1.0], abs=1e-5)
+    assert trajs[0].value_positions == [1, 2] and trajs[0].value_targets == pytest.approx([1.0, 1.0])

@@ -35,7 +35,8 @@ class RolloutGroup:
         r = cfg.rollout
         self.workers = [
             RolloutActor.options(num_cpus=r.num_cpus_per_worker, num_gpus=r.num_gpus_per_worker).remote(
-                model_path, cfg.model.dtype, cfg.model.max_model_len, cfg.run.seed + i, r.kv_cache_gib, r.gpu_memory_utilization)
+                model_path, cfg.model.dtype, cfg.model.max_model_len, cfg.run.seed + i, r.kv_cache_gib, r.gpu_memory_utilization,
+                None if r.num_gpus_per_worker else (i, r.num_workers))
             for i in range(r.num_workers)
         ]
         self.push_timeout_s = cfg.weight_sync.timeout_s

@@ -59,7 +59,7 @@ class DataConfig:
 class EpisodeConfig:
     max_turns: int = opt(2, "Turns per episode: one attempt, then revisions after feedback.", min=1, max=8)
     feedback: Literal["instruction", "execution"] = opt("instruction", "instruction: SCoRe's generic 'check your work' note; execution: RLEF-style failing public tests.")
-    stop_on_public_pass: bool = opt(True, "End an episode early once its program passes the public tests.")
+    stop_on_public_pass: bool = opt(False, "End an episode early once its program passes the public tests (RLEF's protocol). Off by default: with it on, a correct first attempt never gets a second turn, so Δc→i is always 0.")
     max_feedback_chars: int = opt(800, "Truncate execution feedback to this many characters.", min=50)
     max_failures_shown: int = opt(3, "Failing public tests shown in execution feedback.", min=1)
     seeded_first_turns: float = opt(0.0, "Repair curriculum: share of training tasks whose first attempts are faulty programs from first_turns instead of samples.", min=0.0, max=1.0)

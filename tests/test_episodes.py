@@ -131,7 +131,7 @@ def _run(tokenizer, executor, script, samples=3, max_model_len=2048, **episode):
 
 def test_episodes_revise_after_feedback_and_stop_on_public_pass(tokenizer, executor):
     # Turn 1: right, wrong, no code. Turn 2 (only the two that failed): right, right.
-    episodes, policy = _run(tokenizer, executor, [[RIGHT, WRONG, NO_CODE], [RIGHT], [RIGHT]])
+    episodes, policy = _run(tokenizer, executor, [[RIGHT, WRONG, NO_CODE], [RIGHT], [RIGHT]], stop_on_public_pass=True)
     assert [len(e.turns) for e in episodes] == [1, 2, 2]
     assert all(e.weight_version == 7 for e in episodes)
     wrong, no_code = episodes[1], episodes[2]

@@ -101,19 +101,19 @@ class LearnerGroup:
         return metrics
 
     def turn_kl(self, batch: list[Trajectory]) -> list[list[float]]:
-        """Per-trajectory, per-turn KL of the sampling policy to the reference (ranks split the batch)."""
-        result: list[list[float]] = [[] for _ in batch]
-        for part in ray.get([r.turn_kl.remote(batch) for r in self.ranks]):
-            for i, kl in part:
-                result[i] = kl
-        return result
+        """Per-trajectory, per-turn KL of the sampling policy to the reference."""
+        return self._per_trajectory("turn_kl", batch)
 
     def values(self, batch: list[Trajectory]) -> list[list[float]]:
-        """The critic's value at every position of every trajectory (ranks split the batch)."""
+        """The critic's value at every position of every trajectory."""
+        return self._per_trajectory("values", batch)
+
+    def _per_trajectory(self, method: str, batch: list[Trajectory]) -> list[list[float]]:
+        """A no-grad pass whose ranks each answer (index, result) for their share of the batch."""
         result: list[list[float]] = [[] for _ in batch]
-        for part in ray.get([r.values.remote(batch) for r in self.ranks]):
-            for i, v in part:
-                result[i] = v
+        for part in ray.get([getattr(r, method).remote(batch) for r in self.ranks]):
+            for i, value in part:
+                result[i] = value
         return result
 
     def publish(self, directory: str) -> tuple[str, str, int]:

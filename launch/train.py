@@ -62,7 +62,6 @@ def train(cfg: Config) -> dict:
     from transformers import AutoTokenizer
 
     from envs.datasets import DatasetError, load_tasks
-    from envs.repair import load_faulty_programs
     from envs.episode import ChatFormat
     from envs.sandbox import make_executor
     from rl.cluster import LearnerGroup, RolloutGroup, init_ray
@@ -98,16 +97,7 @@ def train(cfg: Config) -> dict:
         # Before vLLM starts: a machine that cannot isolate model code fails here, in seconds.
         executor = make_executor(cfg.sandbox.level, cfg.sandbox.allow_unisolated, cfg.sandbox.workers, cfg.sandbox.backend)
         print(f"sandbox: {executor.info['level']} isolation, {executor.info['workers']} slots ({cfg.sandbox.backend})")
-        faulty = None
-        if cfg.episode.seeded_first_turns > 0:
-            try:
-                faulty = load_faulty_programs(train_tasks, cfg.episode.first_turns, executor,
-                                              time_limit_s=cfg.sandbox.time_limit_s, memory_mb=cfg.sandbox.memory_mb, seed=cfg.run.seed)
-            except DatasetError as exc:
-                raise ConfigError(str(exc)) from None
-            if not faulty.programs:
-                raise ConfigError(f"episode.first_turns: no faulty program found for any training task from {cfg.episode.first_turns!r}")
-            print(f"repair curriculum: faulty first attempts for {len(faulty.programs)} of {len(train_tasks)} training tasks")
+        faulty = repair_curriculum(cfg, train_tasks, executor) if cfg.episode.seeded_first_turns > 0 else None
         learner = LearnerGroup(cfg, model_path)
         rollout = RolloutGroup(cfg, model_path)
         if set(rollout.node_ids()) != {learner.node_id()}:
@@ -154,6 +144,22 @@ def train(cfg: Config) -> dict:
             ray.shutdown()
 
 
+def repair_curriculum(cfg: Config, train_tasks, executor):
+    """The verified faulty first attempts episode.seeded_first_turns draws from."""
+    from envs.datasets import DatasetError
+    from envs.repair import load_faulty_programs
+
+    try:
+        faulty = load_faulty_programs(train_tasks, cfg.episode.first_turns, executor,
+                                      time_limit_s=cfg.sandbox.time_limit_s, memory_mb=cfg.sandbox.memory_mb, seed=cfg.run.seed)
+    except DatasetError as exc:
+        raise ConfigError(str(exc)) from None
+    if not faulty.programs:
+        raise ConfigError(f"episode.first_turns: no faulty program found for any training task from {cfg.episode.first_turns!r}")
+    print(f"repair curriculum: faulty first attempts for {len(faulty.programs)} of {len(train_tasks)} training tasks")
+    return faulty
+
+
 class TaskSampler:
     """Seeded passes over the training tasks in shuffled order."""
 
@@ -186,11 +192,11 @@ class Loop:
         self.faulty, self.seeding_rng = faulty, random.Random(cfg.run.seed + 1)
         self.verbatim_names = verbatim_parameter_names(learner.parameter_names())
 
-    def _episodes(self, tasks, samples_per_task: int, temperature: float, first_turns=None):
+    def _episodes(self, tasks, samples_per_task: int, temperature: float, first_turns=None, episode_cfg=None):
         r = self.cfg.rollout
         spec = SamplingSpec(1, temperature, r.top_p if temperature > 0 else 1.0, r.max_new_tokens)
         return run_episodes(tasks, samples_per_task, self.generate, self.executor, self.chat, self.tokenizer,
-                            self.cfg.episode, self.cfg.sandbox, spec, self.version, self.cfg.model.max_model_len, first_turns)
+                            episode_cfg or self.cfg.episode, self.cfg.sandbox, spec, self.version, self.cfg.model.max_model_len, first_turns)
 
     def _first_turns(self, tasks) -> dict[int, list[str]]:
         """Which tasks of this batch start from faulty programs (repair curriculum), and which."""
@@ -250,7 +256,9 @@ class Loop:
         delta, delta_i2c, delta_c2i, episodes, t{t}_t{t+1}_{c2c,c2i,i2c,i2i} transition counts."""
         from rl.metrics import per_turn_report
 
-        episodes = self._episodes(tasks, 1, self.cfg.eval.temperature)
+        # One independent episode per task: revisions per attempt shape training batches only.
+        single = dataclasses.replace(self.cfg.episode, revisions_per_attempt=1)
+        episodes = self._episodes(tasks, 1, self.cfg.eval.temperature, episode_cfg=single)
         correct = [[s.correct for s in turn_scores(e)] for e in episodes]
         return per_turn_report(correct, self.cfg.episode.max_turns)
 
@@ -343,7 +351,7 @@ def write_rollouts(path: Path, episodes, trajectories) -> None:
                 "rollout_logprobs": t.rollout_logprobs, "turn_rewards": t.turn_rewards,
                 "turn_advantages": t.turn_advantages, "feedback": e.feedback,
                 "turns": [{"prompt_ids": turn.prompt_ids, "response_ids": turn.response_ids, "text": turn.text,
-                           "code": turn.code, "finish_reason": turn.finish_reason,
+                           "code": turn.code, "finish_reason": turn.finish_reason, "seeded": turn.seeded,
                            "public_passed": turn.public.num_passed if turn.public else 0,
                            "hidden_passed": turn.hidden.num_passed if turn.hidden else 0}
                           for turn in e.turns],

@@ -24,6 +24,9 @@ def run(tiny_model, tmp_path_factory):
     cfg = load_config(REPO / "configs" / "tiny.yaml", [
         f"model.path={tiny_model}", f"run.output_dir={out}", "run.save_final=true",
         f"reward.name={REPO / 'tests' / 'plugins' / 'reply_length.py'}:reply_length",
+        "episode.seeded_first_turns=0.5",   # some episodes start from a faulty program (repair curriculum)
+        "episode.revisions_per_attempt=2",  # each first attempt is revised twice
+        "eval.after=true",
     ])
     result = train(cfg)
     run_dir = Path(result["run_dir"])
@@ -43,6 +46,8 @@ def test_both_steps_logged_to_jsonl_and_wandb(run):
     rows = [r for r in history(wandb_run) if "weight_version" in r]
     assert [r["_step"] for r in rows] == [1, 2]
     assert [r["reward/mean"] for r in rows] == pytest.approx([m["reward/mean"] for m in steps])
+    after = json.loads((run_dir / "eval.json").read_text())["after"]
+    assert after["episodes"] == 8 and 0.0 <= after["acc_t2"] <= 1.0   # one episode per held-out task
     metadata = json.loads((run_dir / "metadata.json").read_text())
     # Model code ran isolated (unisolated levels are refused by default) and the run says how.
     assert metadata["isolation"] in ISOLATED and metadata["sandbox"]["level"] == metadata["isolation"]
@@ -73,6 +78,7 @@ def test_loss_mask_covers_exactly_the_policy_tokens(run):
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     chat = ChatFormat(tokenizer)
     tasks = {t.task_id: t for t in load_tasks(cfg.data.dataset)}
+    seeded = 0
     for step in (1, 2):
         rows = [json.loads(line) for line in (run_dir / "rollouts" / f"step-{step:06d}.jsonl").open()]
         assert len(rows) == cfg.rollout.tasks_per_step * cfg.rollout.samples_per_task
@@ -83,9 +89,11 @@ def test_loss_mask_covers_exactly_the_policy_tokens(run):
             expected_ids, expected_mask = [], []
             for turn in turns:
                 expected_ids += turn["prompt_ids"] + turn["response_ids"]
-                expected_mask += [0] * len(turn["prompt_ids"]) + [1] * len(turn["response_ids"])
+                expected_mask += [0] * len(turn["prompt_ids"]) + [0 if turn["seeded"] else 1] * len(turn["response_ids"])
             assert ids == expected_ids and mask == expected_mask
-            assert sum(mask) == sum(len(t["response_ids"]) for t in turns) > 0
+            assert sum(mask) == sum(len(t["response_ids"]) for t in turns if not t["seeded"]) > 0
+            assert [t["seeded"] for t in turns[1:]] == [False] * (len(turns) - 1)   # only first attempts are seeded
+            seeded += turns[0]["seeded"]
             # The environment's parts are what the environment says: the task prompt, then feedback.
             assert turns[0]["prompt_ids"] == chat.first_prompt_ids(tasks[row["task_id"]])
             for turn, feedback in zip(turns[1:], row["feedback"]):
@@ -94,3 +102,5 @@ def test_loss_mask_covers_exactly_the_policy_tokens(run):
             # Policy tokens carry their sampling logprobs; environment tokens carry none.
             assert all(lp == 0.0 for lp, m in zip(row["rollout_logprobs"], mask) if not m)
             assert all(lp < 0.0 for lp, m in zip(row["rollout_logprobs"], mask) if m)
+    # Both kinds of episode occurred: seeded first attempts, and sampled ones.
+    assert 0 < seeded < 2 * cfg.rollout.tasks_per_step * cfg.rollout.samples_per_task

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from launch.inputs import load_split, resolve_model, start_sandbox
 from rl.config import Config, ConfigError, load_config
 from rl.metrics import TRANSITIONS, group_by_task, per_turn_report, sampled_report, transition_counts
 
@@ -99,7 +100,7 @@ def parse_args(argv: list[str] | None = None) -> EvalArgs:
         if cfg.episode.revisions_per_attempt != 1:
             raise ConfigError("episode.revisions_per_attempt: evaluation needs independent episodes (1)")
         tasks = _load_tasks(cfg, args.split, args.limit)
-        model_path = _resolve_model(cfg)
+        model_path = resolve_model(cfg)
     except ConfigError as exc:
         fail(f"config error: {exc}")
     return EvalArgs(cfg, args.split, args.limit, args.samples, args.temperature, ks, out, args.chunk_tasks,
@@ -107,31 +108,11 @@ def parse_args(argv: list[str] | None = None) -> EvalArgs:
 
 
 def _load_tasks(cfg: Config, split: str, limit: int | None) -> list:
-    from envs.datasets import DatasetError, load_tasks
-
-    data = cfg.data
-    options = {"path": data.path} if data.dataset == "jsonl" else {}
-    try:
-        tasks = load_tasks(data.dataset, split, data.heldout_fraction, data.split_seed, limit, **options)
-    except DatasetError as exc:
-        raise ConfigError(f"data.dataset: {exc}") from None
+    tasks = load_split(cfg, split, limit)
     if not tasks:
-        raise ConfigError(f"data.dataset: {data.dataset!r} has no tasks in split {split!r} "
-                          f"(data.heldout_fraction={data.heldout_fraction:g})")
+        raise ConfigError(f"data.dataset: {cfg.data.dataset!r} has no tasks in split {split!r} "
+                          f"(data.heldout_fraction={cfg.data.heldout_fraction:g})")
     return tasks
-
-
-def _resolve_model(cfg: Config) -> str:
-    from rl.models import resolve_model_path
-
-    try:
-        path = resolve_model_path(cfg.model.path)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"model.path: {exc}") from None
-    # resolve_model_path passes unknown names on as hub ids; a hub id is "name" or "org/name"
-    if not Path(path).exists() and (path.startswith(("/", ".", "~")) or path.count("/") > 1):
-        raise ConfigError(f"model.path: {cfg.model.path!r}: no such folder (and not a hub id)")
-    return path
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -149,7 +130,6 @@ def evaluate(args: EvalArgs) -> dict:
     from transformers import AutoTokenizer
 
     from envs.episode import ChatFormat
-    from envs.sandbox import make_executor
     from rl.cluster import RolloutGroup, init_ray
     from rl.episodes import run_episodes, turn_scores
     from rl.rollout import SamplingSpec
@@ -164,9 +144,7 @@ def evaluate(args: EvalArgs) -> dict:
         init_ray(cfg)
     executor = None
     try:
-        # Before vLLM starts: a machine that cannot isolate model code fails here, in seconds.
-        executor = make_executor(cfg.sandbox.level, cfg.sandbox.allow_unisolated, cfg.sandbox.workers, cfg.sandbox.backend)
-        print(f"sandbox: {executor.info['level']} isolation, {executor.info['workers']} slots ({cfg.sandbox.backend})")
+        executor = start_sandbox(cfg)
         rollout = RolloutGroup(cfg, args.model_path)
         rollout.node_ids()  # returns once every worker's vLLM engine is up: start-up is timed apart
         ready = time.monotonic()

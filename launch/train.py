@@ -61,27 +61,17 @@ def train(cfg: Config) -> dict:
     from tqdm import tqdm
     from transformers import AutoTokenizer
 
-    from envs.datasets import DatasetError, load_tasks
     from envs.episode import ChatFormat
-    from envs.sandbox import make_executor
+    from launch.inputs import load_split, resolve_model, start_sandbox
     from rl.cluster import LearnerGroup, RolloutGroup, init_ray
-    from rl.models import resolve_model_path
     from rl.tracking import Tracker
 
     # Everything that can fail on user input fails here, before Ray or vLLM start.
-    data = cfg.data
-    options = {"path": data.path} if data.dataset == "jsonl" else {}
-    try:
-        train_tasks = load_tasks(data.dataset, "train", data.heldout_fraction, data.split_seed, data.limit or None, **options)
-        eval_tasks = load_tasks(data.dataset, "heldout", data.heldout_fraction, data.split_seed, cfg.eval.max_tasks or data.limit or None, **options)
-    except DatasetError as exc:
-        raise ConfigError(f"data.dataset: {exc}") from None
+    train_tasks = load_split(cfg, "train", cfg.data.limit or None)
+    eval_tasks = load_split(cfg, "heldout", cfg.eval.max_tasks or cfg.data.limit or None)
     if not train_tasks:
-        raise ConfigError(f"data.dataset: {data.dataset!r} has no training tasks")
-    try:
-        model_path = resolve_model_path(cfg.model.path)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"model.path: {exc}") from None
+        raise ConfigError(f"data.dataset: {cfg.data.dataset!r} has no training tasks")
+    model_path = resolve_model(cfg)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     chat = ChatFormat(tokenizer)
 
@@ -94,9 +84,7 @@ def train(cfg: Config) -> dict:
         init_ray(cfg)
     tracker = executor = None
     try:
-        # Before vLLM starts: a machine that cannot isolate model code fails here, in seconds.
-        executor = make_executor(cfg.sandbox.level, cfg.sandbox.allow_unisolated, cfg.sandbox.workers, cfg.sandbox.backend)
-        print(f"sandbox: {executor.info['level']} isolation, {executor.info['workers']} slots ({cfg.sandbox.backend})")
+        executor = start_sandbox(cfg)
         faulty = repair_curriculum(cfg, train_tasks, executor) if cfg.episode.seeded_first_turns > 0 else None
         learner = LearnerGroup(cfg, model_path)
         rollout = RolloutGroup(cfg, model_path)
@@ -213,7 +201,6 @@ class Loop:
         episodes = self._episodes(tasks, cfg.rollout.samples_per_task, cfg.rollout.temperature, self._first_turns(tasks))
         scores = [turn_scores(e) for e in episodes]
         rewards, trajectories = assign_credit(cfg, step, episodes, scores, self.reward_fn, self.estimator, self.learner)
-        reward_cfg = schedule(cfg, step)[0]
 
         t0 = time.monotonic()
         learner_metrics = self.learner.train_step(trajectories)
@@ -237,7 +224,7 @@ class Loop:
             if at_t:
                 metrics[f"reward/turn{t + 1}"] = sum(at_t) / len(at_t)
         metrics["reward/mean"] = sum(sum(r) for r in rewards) / len(rewards)
-        metrics["reward/score_stage"] = reward_cfg.score_stage if cfg.reward.name == "score" else 0
+        metrics["reward/score_stage"] = schedule(cfg, step)[0].score_stage if cfg.reward.name == "score" else 0
         metrics["episode/filtered_fraction"] = sum(not t.trained for t in trajectories) / len(trajectories)
         metrics["episode/turns"] = sum(len(e.turns) for e in episodes) / len(episodes)
         metrics["episode/no_code_fraction"] = sum(t.code is None for e in episodes for t in e.turns) / sum(len(e.turns) for e in episodes)

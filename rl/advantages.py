@@ -28,13 +28,13 @@ def discounted_returns(rewards: Sequence[float], gamma: float) -> list[float]:
     return returns
 
 
-def _mean(xs: Sequence[float]) -> float:
+def mean(xs: Sequence[float]) -> float:
     return sum(xs) / len(xs)
 
 
-def _std(xs: Sequence[float]) -> float:
+def population_std(xs: Sequence[float]) -> float:
     """Population standard deviation."""
-    m = _mean(xs)
+    m = mean(xs)
     return (sum((x - m) ** 2 for x in xs) / len(xs)) ** 0.5
 
 
@@ -42,14 +42,14 @@ def _centered(group: Sequence[float]) -> list[float]:
     """G - mean(G); a group of one has no baseline and gets 0."""
     if len(group) < 2:
         return [0.0] * len(group)
-    m = _mean(group)
+    m = mean(group)
     return [g - m for g in group]
 
 
 @ADVANTAGES.register("grpo")
 def grpo(groups: list[list[float]]) -> list[list[float]]:
     """(G - mean) / (std + eps) within each group, population std (GRPO)."""
-    return [[c / (_std(g) + EPS) for c in _centered(g)] for g in groups]
+    return [[c / (population_std(g) + EPS) for c in _centered(g)] for g in groups]
 
 
 @ADVANTAGES.register("drgrpo")
@@ -76,7 +76,7 @@ def reinforce_pp(groups: list[list[float]]) -> list[list[float]]:
     flat = [c for g in centered for c in g]
     if not flat:
         return centered
-    scale = _std(flat) + EPS
+    scale = population_std(flat) + EPS
     return [[c / scale for c in g] for g in centered]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from rl.advantages import mean, population_std
 from rl.trajectory import ENV_TURN
 
 CRITIC_ESTIMATORS = ("gae", "turn_value")
@@ -60,6 +61,5 @@ def whiten(groups: Sequence[Sequence[float]], eps: float = 1e-6) -> list[list[fl
     flat = [a for g in groups for a in g]
     if len(flat) < 2:
         return [list(g) for g in groups]
-    mean = sum(flat) / len(flat)
-    std = (sum((a - mean) ** 2 for a in flat) / len(flat)) ** 0.5
-    return [[(a - mean) / (std + eps) for a in g] for g in groups]
+    center, scale = mean(flat), population_std(flat) + eps
+    return [[(a - center) / scale for a in g] for g in groups]

@@ -183,13 +183,13 @@ class Learner:
         out = []
         for idx in self._my_micro_batches(len(batch)):
             trajectories = [batch[i] for i in idx]
-            ref = self._logprobs(self.reference, trajectories)
+            ref = self._logprobs(self.reference, trajectories).tolist()
             for row, (i, traj) in enumerate(zip(idx, trajectories)):
                 sums = [0.0] * traj.num_turns
                 counts = [0] * traj.num_turns
-                for k, turn in enumerate(traj.turn_ids):
+                for turn, rollout_lp, ref_lp in zip(traj.turn_ids, traj.rollout_logprobs, ref[row]):
                     if turn != ENV_TURN:
-                        sums[turn] += traj.rollout_logprobs[k] - float(ref[row, k])
+                        sums[turn] += rollout_lp - ref_lp
                         counts[turn] += 1
                 out.append((i, [s / max(c, 1) for s, c in zip(sums, counts)]))
         return out

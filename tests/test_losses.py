@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from rl.losses import aggregate, k3_kl, kl_estimate, masked_sequence_mean, policy_loss, ppo_clip_loss, token_logprobs_and_entropy
+from rl.losses import aggregate, kl_estimate, masked_sequence_mean, policy_loss, ppo_clip_loss, token_logprobs_and_entropy
 
 
 def test_token_logprobs_shift_and_temperature():
@@ -23,7 +23,7 @@ def test_k3_kl_values():
     logp = torch.tensor([math.log(0.5), math.log(0.25)])
     ref = torch.tensor([math.log(0.5), math.log(0.5)])
     # r = 1 -> 0 ; r = 2 -> 2 - log 2 - 1
-    assert k3_kl(logp, ref).tolist() == pytest.approx([0.0, 1.0 - math.log(2.0)])
+    assert kl_estimate(logp, ref, "k3").tolist() == pytest.approx([0.0, 1.0 - math.log(2.0)])
 
 
 def test_ppo_clip_positive_and_negative_advantages():

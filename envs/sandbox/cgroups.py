@@ -124,10 +124,15 @@ def remove_stale():
             names = os.listdir(parent)
         except OSError:
             continue
-        for name in names:
-            owner = name[len(PREFIX):].split("-", 1)[0]
-            if name.startswith(PREFIX) and owner.isdigit() and not os.path.exists(f"/proc/{owner}"):
-                try:
-                    os.rmdir(os.path.join(parent, name))
-                except OSError:
-                    pass
+        remove_orphaned_dirs(parent, names, PREFIX)
+
+
+def remove_orphaned_dirs(parent, names, prefix):
+    """Remove the empty directories `prefix<pid>-...` among `names` whose pid is gone."""
+    for name in names:
+        owner = name[len(prefix):].split("-", 1)[0]
+        if name.startswith(prefix) and owner.isdigit() and not os.path.exists(f"/proc/{owner}"):
+            try:
+                os.rmdir(os.path.join(parent, name))
+            except OSError:
+                pass

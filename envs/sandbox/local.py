@@ -267,13 +267,7 @@ def _remove_stale_roots():
     """Remove the root mount points of servers whose executor died without closing (a killed
     Ray actor): on the host they are empty directories."""
     folder = tempfile.gettempdir()
-    for name in os.listdir(folder):
-        owner = name[len(ROOT_PREFIX):].split("-", 1)[0]
-        if name.startswith(ROOT_PREFIX) and owner.isdigit() and not os.path.exists(f"/proc/{owner}"):
-            try:
-                os.rmdir(os.path.join(folder, name))
-            except OSError:
-                pass
+    cgroups.remove_orphaned_dirs(folder, os.listdir(folder), ROOT_PREFIX)
 
 
 def _readable_by_all(path: str) -> bool:

@@ -1,23 +1,27 @@
 """Runs one request's tests and reports one verdict per test. Standard library only.
 
-It runs inside whatever isolation the executor set up: in-process after the fork server has
-built the namespaces (`run`), or as `python -I -S harness.py CONFIG_JSON` under bubblewrap or
-plain rlimits (`main`). Either way three roles split the work, so that the process running
-untrusted code can neither forge a verdict nor read the answers:
+It runs inside whatever isolation the executor set up: as the roles of the fork server of the
+"namespaces" level (envs/sandbox/forkserver.py: `Judge`, `_launcher`, `_worker`), or as
+`python -I -S harness.py CONFIG_JSON` per request under bubblewrap or plain rlimits (`main`).
+Either way three roles split the work, so that the process running untrusted code can neither
+forge a verdict nor read the answers:
 
   judge     reads the tests (with their expected values), runs the test code itself and writes
             the verdicts to a pipe that only it holds. It never runs untrusted code.
-  launcher  forked by the judge *before* the judge reads the tests, so its memory never held an
-            expected value. It forks one worker per program load (function tests) or per run
-            (stdio tests) and tells the judge how each one ended.
+  launcher  never reads the tests: with `main` it is forked by the judge *before* the judge
+            reads them; in the fork server it is the server, which never sees them at all. So
+            no worker, a fork of it, ever held an expected value. It forks one worker per
+            program load (function tests) or per run (stdio tests) and tells the judge how each
+            one ended.
   worker    the untrusted process: own uid (when started as root), rlimits, no new privileges.
             It runs the program and answers "call f with these arguments" with the *value*,
             encoded as plain data. The judge decodes it into fresh built-in objects and compares
             them itself, so `__eq__` tricks, a patched `assert`, printing "passed", `exit(0)` or
             `os._exit` earn nothing; stdio programs are judged on the bytes they wrote.
 
-Streams: the executor writes two frames on the request fd, part A (program, setup code, stdio
-inputs: what the program may see) then part B (the tests). Frames are a 4-byte little-endian
+Streams: the executor writes two frames, part A (program, setup code, stdio inputs: what the
+program may see) then part B (the tests); `main` reads both from stdin, the fork server gets
+part A on the server's stdin and part B on the judge's own pipe. Frames are a 4-byte little-endian
 length and UTF-8 JSON.
 """
 import builtins
@@ -219,10 +223,12 @@ def _set_limits(limits):
 
 # ----------------------------------------------------------------------------- worker
 
-def _worker(part_a, config, mode, stdin_text, fds):
+def _worker(part_a, config, mode, stdin_text, fds, enter=None):
     """Child of the launcher: becomes the untrusted process and never returns."""
     try:
         set_name("sandbox-worker")
+        if enter is not None:
+            enter()
         os.setsid()  # its own process group, so the launcher can kill what it forks
         high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 256) for fd in fds]  # out of the way of 0..n-1
         for target, fd in enumerate(high):
@@ -319,28 +325,38 @@ def _describe(exc):
 
 # ----------------------------------------------------------------------------- launcher
 
-def _launcher(sock, part_a, config):
-    """Forks workers on the judge's command; reports their exit. Never runs untrusted code."""
+def _launcher(sock, part_a, config, enter=None, deadline=None):
+    """Fork workers on the judge's command and report how each ended, until the judge hangs up
+    (or `deadline`, a time.monotonic() value, passes). Then kill the process groups of the
+    workers still alive and return their pids, not yet reaped. Never runs untrusted code.
+
+    enter: run first in each new worker, before it drops privileges (joining cgroups, chroot).
+    """
     workers = {}  # id -> (pid, pidfd)
     sel = selectors.DefaultSelector()
     sel.register(sock, selectors.EVENT_READ, None)
     next_id = 0
-    while True:
-        for key, _ in sel.select():
+    judge_gone = False
+    while not judge_gone:
+        timeout = None if deadline is None else deadline - time.monotonic()
+        if timeout is not None and timeout <= 0:
+            break
+        for key, _ in sel.select(timeout):
             if key.data is None:
                 try:
                     msg, _, _, _ = socket.recv_fds(sock, 1 << 16, 0)
                 except OSError:  # ECONNRESET: it hung up with our notices unread
                     msg = b""
-                if not msg:  # the judge is gone: so are its workers
-                    _finish(workers, config)
+                if not msg:
+                    judge_gone = True
+                    break
                 cmd = json.loads(msg)
                 if cmd["op"] == "kill":
                     if cmd["id"] in workers:
                         _kill_group(workers[cmd["id"]][0])
                     continue
                 next_id += 1
-                pid, judge_fds = _spawn(part_a, config, cmd)
+                pid, judge_fds = _spawn(part_a, config, cmd, enter)
                 pidfd = os.pidfd_open(pid)
                 workers[next_id] = (pid, pidfd)
                 sel.register(pidfd, selectors.EVENT_READ, next_id)
@@ -358,12 +374,17 @@ def _launcher(sock, part_a, config):
                 try:
                     sock.send(json.dumps(notice).encode())
                 except OSError:  # the judge hung up first: clean up all the same
-                    _finish(workers, config)
-
-
-def _finish(workers, config):
-    for pid, _ in workers.values():
+                    judge_gone = True
+                    break
+    sel.close()
+    for pid, pidfd in workers.values():
         _kill_group(pid)
+        os.close(pidfd)
+    return [pid for pid, _ in workers.values()]
+
+
+def _finish(config):
+    """End of a launcher process (the levels that start an interpreter per request)."""
     if config.get("kill_uid"):
         kill_uid(config["worker_uid"])  # daemons that left the process group too
     if config.get("remove_workdir"):
@@ -379,7 +400,7 @@ def _kill_group(pid):
         pass
 
 
-def _spawn(part_a, config, cmd):
+def _spawn(part_a, config, cmd, enter=None):
     """Fork one worker; return its pid and the judge's ends of its pipes."""
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
@@ -393,7 +414,7 @@ def _spawn(part_a, config, cmd):
         stdin_text = part_a["stdio_inputs"][cmd["index"]]
     pid = os.fork()
     if pid == 0:
-        _worker(part_a, config, cmd["mode"], stdin_text, child_fds)
+        _worker(part_a, config, cmd["mode"], stdin_text, child_fds, enter)
     for fd in child_fds:
         os.close(fd)
     return pid, judge_fds
@@ -586,8 +607,8 @@ def _program_exception(raised):
 
 
 class Judge:
-    def __init__(self, request_fd, report, sock, config):
-        self.request_fd, self.sock, self._report = request_fd, sock, report
+    def __init__(self, report, sock, config):
+        self.sock, self._report = sock, report
         self.output_limit = config["output_limit"]
         self.sel = selectors.DefaultSelector()
         self.sel.register(sock, selectors.EVENT_READ, None)
@@ -660,8 +681,7 @@ class Judge:
                 raise self.load_fault
         return self.function
 
-    def run(self):
-        part_b = read_frame(self.request_fd)
+    def run(self, part_b):
         self.time_limit = part_b["time_limit_s"]
         self.entry_point = part_b["entry_point"]
         self.deadline = time.monotonic() + self.time_limit
@@ -684,6 +704,9 @@ class Judge:
             self.report(*verdict)
         if self.function is not None:
             self.function.close()
+
+    def close(self):
+        self.sel.close()
 
     def report(self, verdict, message="", got=""):
         self._report({"verdict": verdict, "message": _short(message), "got": _short(got)})
@@ -757,6 +780,7 @@ def start_launcher(part_a, config, setup=None):
             prctl(PR_SET_DUMPABLE, 0)
             prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
             _launcher(launcher_sock, part_a, config)
+            _finish(config)
         finally:
             os._exit(1)
     launcher_sock.close()
@@ -772,7 +796,7 @@ def judge(sock, request_fd, config, report):
     set_name("sandbox-judge")
     become(config["judge_uid"], die_with_parent=config["die_with_parent"])
     try:
-        Judge(request_fd, report, sock, config).run()
+        Judge(report, sock, config).run(read_frame(request_fd))
     finally:
         sock.close()
 

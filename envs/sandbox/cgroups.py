@@ -83,7 +83,7 @@ class SlotCgroups:
     def open_oom_counter(self):
         """An fd on the group's OOM-kill counter (None without a memory group).
 
-        Opened before the supervisor chroots: it reads the counter through it afterwards."""
+        Opened before the judge chroots: it reads the counter through it afterwards."""
         if "memory" not in self.dirs:
             return None
         path, version = self.dirs["memory"]

@@ -1,20 +1,29 @@
 """The pre-forked execution server of the "namespaces" level. Standard library only.
 
-Started once per slot as `python -I -S forkserver.py CONFIG_JSON` (root required). It builds a
-read-only root once, in a mount namespace of its own, then serves requests one at a time:
+Started once per slot as `python -I -S forkserver.py CONFIG_JSON` (root required). Part A of each
+request (program, setup code, stdio inputs) arrives on stdin, part B (the tests) on the fd
+config["tests_fd"]; the verdicts leave on stdout. Four roles:
 
-  server      forks a supervisor per request and waits for it; exits when its stdin closes.
-  supervisor  reads the request's part A, enters fresh mount/net/ipc/uts namespaces (a pid
-              namespace for its children), mounts the task's private tmpfs, forks the
-              harness's launcher, then chroots, drops to the judge's uid and judges: it reads
-              part B, runs the tests, reads the OOM counter and replies on stdout.
-  launcher    pid 1 of the task's pid namespace: joins the slot's cgroups, mounts /proc,
-              chroots and forks the workers (envs/harness.py). When it exits the kernel kills
-              every process left in the namespace, daemons included.
+  server   builds a read-only root once, in a mount namespace of its own, and starts the judge.
+           Per request it reads part A, enters fresh mount/pid/net/ipc/uts namespaces itself,
+           mounts the task's private tmpfs, forks the task's init, and is the task's launcher
+           (envs/harness.py): it forks workers on the judge's command and reports how each
+           ended. When the judge is done it kills the init, reaps every worker and returns to its
+           own namespaces (setns). It never reads a test: no worker, a fork of it, ever held an
+           expected value.
+  judge    one per slot, forked at start: chrooted into the root, in network/ipc/uts namespaces
+           of its own, unprivileged. Per request it gets the task's channel to the server, reads
+           part B, runs the tests against the workers, and writes the verdicts to stdout once the
+           server has closed the channel, that is once no process of the task is left.
+  init     pid 1 of the task's pid namespace: joins the slot's cgroups, mounts the task's /proc,
+           then waits. Killing it makes the kernel kill every process left in the namespace,
+           daemons included.
+  workers  the untrusted processes (envs/harness.py), each joining the slot's cgroups and
+           chrooting before it drops to the task's uid.
 
-Each process dies with its parent (PR_SET_PDEATHSIG), so the tree dies with the server, and the
-server dies with its client (end of stdin). Python starts once per slot, not once per request:
-a request costs a few forks and mounts (see docs/sandbox.md).
+The judge, the init and the server die with the server's client (PR_SET_PDEATHSIG, end of stdin).
+Per request this costs two forks (init and one worker per program load) and no interpreter start:
+the judge lives as long as the slot (see docs/sandbox.md).
 """
 import ctypes
 import fcntl
@@ -25,6 +34,7 @@ import signal
 import socket
 import struct
 import sys
+import time
 
 sys.path[:0] = [os.path.dirname(os.path.abspath(__file__)), os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
 import harness  # noqa: E402  (envs/harness.py: the same judge every level runs)
@@ -32,9 +42,10 @@ from cgroups import SlotCgroups  # noqa: E402
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
+TASK_NAMESPACES = ((CLONE_NEWNS, "mnt"), (CLONE_NEWPID, "pid_for_children"), (CLONE_NEWNET, "net"),
+                   (CLONE_NEWIPC, "ipc"), (CLONE_NEWUTS, "uts"))
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 32, 4096, 16384, 1 << 18
 SIOCSIFFLAGS, IFF_UP = 0x8914, 0x1
-EXIT_EOF = 3          # supervisor exit status: the client closed the stream, the server stops
 
 
 
@@ -79,60 +90,132 @@ def _loopback_up():
         fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sh22x", b"lo", IFF_UP))
 
 
-def supervise(config, cgroups):
-    """One request, start to reply. Runs in a fresh child of the server, and becomes the judge."""
-    harness.prctl(harness.PR_SET_PDEATHSIG, signal.SIGKILL)
-    part_a = harness.read_frame(0)
-    if part_a is None:
-        os._exit(EXIT_EOF)
-    # Backstop: the judge enforces the time limit itself; should it ever hang, SIGALRM ends it
-    # and the server answers "timeout".
-    signal.setitimer(signal.ITIMER_REAL, part_a["time_limit_s"] + config["grace_s"])
-    worker_uid = config["uid_base"] + 2 * os.getpid()   # unique while this supervisor lives
-    task_config = dict(config["harness"], worker_uid=worker_uid, judge_uid=worker_uid + 1, die_with_parent=True)
-    unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS)
-    socket.sethostname("sandbox")
-    _loopback_up()
-    root = config["root"]
-    mount("tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV,
-          f"size={config['tmpfs_mb']}m,nr_inodes=4096,mode=0700,uid={worker_uid},gid={worker_uid}")
-    cgroups.set_limits((part_a["memory_mb"] + config["tmpfs_mb"] + config["overhead_mb"]) << 20,
-                       config["max_processes"] + 4)
-    oom_fd = cgroups.open_oom_counter()
-    oom_before = cgroups.read_oom_counter(oom_fd)
-    # The launcher becomes pid 1 of the new pid namespace: when it exits, the kernel kills
-    # every process left in it, daemons included.
-    sock, launcher = harness.start_launcher(part_a, task_config, setup=lambda: _enter_task(root, cgroups))
-    del part_a
-    os.chroot(root)  # the judge runs test code: it sees the task's root, not the host's
-    os.chdir("/")
-    verdicts = []
-    harness.judge(sock, 0, task_config, verdicts.append)  # part B is read only now, after the fork
-    os.waitpid(launcher, 0)
-    harness.write_frame(1, {"verdicts": verdicts, "oom_kills": cgroups.read_oom_counter(oom_fd) - oom_before})
-    os._exit(0)
+class Slot:
+    """The server's state: the root, the cgroups, fds on its own namespaces, the limits in force."""
+
+    def __init__(self, config):
+        self.config, self.root = config, config["root"]
+        unshare(CLONE_NEWNS)
+        mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we mount reaches the host
+        build_root(config)
+        self.cgroups = SlotCgroups(config["cgroups"])
+        self.home = [(flag, os.open(f"/proc/self/ns/{name}", os.O_RDONLY)) for flag, name in TASK_NAMESPACES]
+        self.limits = None
+
+    def run_task(self, part_a, channel):
+        """One request in fresh namespaces: set them up, launch workers for the judge, tear down."""
+        config = self.config
+        deadline = time.monotonic() + part_a["time_limit_s"] + config["grace_s"]  # backstop: the judge times tests itself
+        ready_r, ready_w = os.pipe()
+        unshare(sum(flag for flag, _ in TASK_NAMESPACES))
+        init, workers = None, []
+        try:
+            init = os.fork()  # pid 1 of the new pid namespace
+            if init == 0:
+                try:
+                    os.close(ready_r)
+                    self._init(ready_w)
+                finally:
+                    os._exit(1)
+            os.close(ready_w)
+            worker_uid = config["uid_base"] + 2 * init   # unique while the task's init lives
+            socket.sethostname("sandbox")
+            _loopback_up()
+            mount("tmpfs", self.root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV,
+                  f"size={config['tmpfs_mb']}m,nr_inodes=4096,mode=0700,uid={worker_uid},gid={worker_uid}")
+            limits = ((part_a["memory_mb"] + config["tmpfs_mb"] + config["overhead_mb"]) << 20, config["max_processes"] + 4)
+            if limits != self.limits:
+                self.cgroups.set_limits(*limits)
+                self.limits = limits
+            if os.read(ready_r, 1) != b"1":
+                raise RuntimeError("the task's init did not start")
+            task_config = dict(config["harness"], worker_uid=worker_uid)
+            workers = harness._launcher(channel, part_a, task_config, enter=self._enter_worker, deadline=deadline)
+        finally:
+            os.close(ready_r)
+            if init:
+                os.kill(init, signal.SIGKILL)
+        # The init exits only once every other process of the namespace is reaped: workers first.
+        for pid in workers:
+            os.waitpid(pid, 0)
+        os.waitpid(init, 0)
+        for flag, fd in self.home:
+            _check(harness.libc.setns(fd, flag), "setns")
+
+    def _init(self, ready_w):
+        harness.set_name("sandbox-init")
+        harness.prctl(harness.PR_SET_PDEATHSIG, signal.SIGKILL)
+        os.closerange(3, ready_w)
+        os.closerange(ready_w + 1, 1 << 16)
+        harness.detach_stdio()
+        self.cgroups.enter()
+        try:  # hide other uids' processes and everything but the pid directories
+            mount("proc", self.root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=invisible,subset=pid")
+        except OSError:
+            mount("proc", self.root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2")
+        os.chroot(self.root)
+        os.chdir("/")
+        os.write(ready_w, b"1")
+        while True:
+            signal.pause()
+
+    def _enter_worker(self):
+        self.cgroups.enter()
+        os.chroot(self.root)
 
 
-def _enter_task(root, cgroups):
-    """In the launcher, pid 1 of the task: join the slot's cgroups, mount /proc, chroot."""
-    cgroups.enter()
-    harness.detach_stdio()
-    try:  # hide other uids' processes and everything but the pid directories
-        mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=invisible,subset=pid")
-    except OSError:
-        mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2")
-    os.chroot(root)
-    os.chdir("/tmp")
+def judge_loop(config, slot, control):
+    """The slot's judge: one request after another, for as long as the server runs."""
+    harness.set_name("sandbox-judge")
+    cgroups = slot.cgroups
+    try:
+        for _, fd in slot.home:
+            os.close(fd)
+        oom_fd = cgroups.open_oom_counter()
+        unshare(CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS)  # test code reaches no network either
+        os.chroot(config["root"])
+        os.chdir("/")
+        harness.become(config["judge_uid"], die_with_parent=True)
+    except BaseException as exc:
+        harness.write_frame(1, {"ready": False, "error": repr(exc)})
+        return
+    harness.write_frame(1, {"ready": True})
+    tests_fd = config["tests_fd"]
+    while True:
+        msg, fds, _, _ = socket.recv_fds(control, 16, 1)
+        if not msg:
+            return
+        channel = socket.socket(fileno=fds[0])
+        part_b = harness.read_frame(tests_fd)
+        if part_b is None:
+            return
+        oom_before = cgroups.read_oom_counter(oom_fd)
+        verdicts = []
+        judge = harness.Judge(verdicts.append, channel, config["harness"])
+        try:
+            judge.run(part_b)
+        except RuntimeError:  # the server gave up on the task (its backstop deadline passed)
+            pass
+        finally:
+            judge.close()
+        # Done: the server now kills and reaps what is left of the task, then closes the channel.
+        try:
+            channel.shutdown(socket.SHUT_WR)
+            while channel.recv(1 << 16):
+                pass
+        except OSError:
+            pass
+        channel.close()
+        timed_out = len(verdicts) < len(part_b["tests"]) and time.monotonic() >= judge.deadline
+        harness.write_frame(1, {"verdicts": verdicts, "oom_kills": cgroups.read_oom_counter(oom_fd) - oom_before,
+                                "timed_out": timed_out})
 
 
 def main():
     config = json.loads(sys.argv[1])
     harness.set_name("sandbox-server")
     try:
-        unshare(CLONE_NEWNS)
-        mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we mount reaches the host
-        build_root(config)
-        cgroups = SlotCgroups(config["cgroups"])
+        slot = Slot(config)
     except BaseException as exc:
         harness.write_frame(1, {"ready": False, "error": repr(exc)})
         return
@@ -142,42 +225,34 @@ def main():
             __import__(name)
         except ImportError:
             pass
-    harness.write_frame(1, {"ready": True})
+    control, judge_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    if os.fork() == 0:
+        try:
+            harness.prctl(harness.PR_SET_PDEATHSIG, signal.SIGKILL)
+            control.close()
+            os.close(0)
+            judge_loop(config, slot, judge_end)
+        finally:
+            os._exit(1)
+    judge_end.close()
+    os.close(config["tests_fd"])
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)  # only the judge writes to the client from here on
+    os.close(devnull)
     # Everything alive now is shared with every task: keep the collector from walking it in
     # the children (each page it touches there is a copy-on-write fault, and forks dominate).
     gc.freeze()
     while True:
-        # The supervisor replies through this pipe, and the server forwards the reply only once
-        # the supervisor has exited: a reply means no process of the task is left.
-        reply_r, reply_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.close(reply_r)
-                os.dup2(reply_w, 1)
-                os.close(reply_w)
-                supervise(config, cgroups)
-            finally:
-                os._exit(1)
-        os.close(reply_w)
-        reply = _read_all(reply_r)
-        _, status = os.waitpid(pid, 0)
-        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_EOF:
-            return
-        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
-            harness.write_all(1, reply)
-        elif os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGALRM:
-            harness.write_frame(1, {"verdicts": [], "oom_kills": 0, "timed_out": True})
-        else:
-            harness.write_frame(1, {"error": f"supervisor ended with status {status}"})
-
-
-def _read_all(fd):
-    chunks = []
-    while chunk := os.read(fd, 1 << 16):
-        chunks.append(chunk)
-    os.close(fd)
-    return b"".join(chunks)
+        part_a = harness.read_frame(0)
+        if part_a is None:
+            return  # the client closed the stream; the judge sees the channel close and stops
+        channel, judge_channel = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        socket.send_fds(control, [b"task"], [judge_channel.fileno()])
+        judge_channel.close()
+        try:
+            slot.run_task(part_a, channel)
+        finally:
+            channel.close()  # the judge replies now: no process of the task is left
 
 
 if __name__ == "__main__":

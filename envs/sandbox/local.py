@@ -91,19 +91,19 @@ def interpreter() -> str:
     return os.path.realpath(sys.executable)
 
 
-def _frames(request: ExecutionRequest) -> bytes:
-    """Part A (what the program may see), then part B (the tests), as the harness reads them."""
+def _frames(request: ExecutionRequest) -> tuple[bytes, bytes]:
+    """Part A (what the program may see) and part B (the tests), framed as the harness reads them."""
     tests = [asdict(t) for t in request.tests]
     part_a = {"program": request.program, "setup_code": request.setup_code, "entry_point": request.entry_point,
               "stdio_inputs": [t["input"] for t in tests if t["kind"] == "stdio"],
               "time_limit_s": request.time_limit_s, "memory_mb": request.memory_mb}
     part_b = {"tests": tests, "setup_code": request.setup_code, "entry_point": request.entry_point,
               "time_limit_s": request.time_limit_s}
-    out = bytearray()
+    frames = []
     for part in (part_a, part_b):
         data = json.dumps(part).encode()
-        out += len(data).to_bytes(4, "little") + data
-    return bytes(out)
+        frames.append(len(data).to_bytes(4, "little") + data)
+    return frames[0], frames[1]
 
 
 def _result(request: ExecutionRequest, verdicts: list[dict], timed_out: bool, oom_kills: int, isolation: str,
@@ -142,18 +142,25 @@ class _ForkServerSlot:
             "root": self.root, "binds": binds,
             "symlinks": [["usr/lib", "/lib"]] + ([["usr/lib64", "/lib64"]] if "/usr/lib64" in binds else []),
             "tmpfs_mb": options.tmpfs_mb, "overhead_mb": 64, "max_processes": options.max_processes,
-            "grace_s": options.grace_s, "preload": list(options.preload), "uid_base": UID_BASE, "cgroups": self.cgroups.dirs,
+            "grace_s": options.grace_s, "preload": list(options.preload), "uid_base": UID_BASE, "judge_uid": UID_BASE - 1,
+            "cgroups": self.cgroups.dirs,
             "harness": options.harness_config("/tmp", sites),
         }
         self.grace_s = options.grace_s
-        self.proc = None
+        self.proc = self.tests = None
         self._start()
 
     def _start(self):
-        self.proc = subprocess.Popen(
-            [interpreter(), "-I", "-S", FORKSERVER, json.dumps(self.config)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=self.config["harness"]["env"], close_fds=True,
-        )
+        # Part A goes to the server's stdin, part B (the tests) to the judge's own pipe.
+        tests_r, tests_w = os.pipe()
+        try:
+            self.proc = subprocess.Popen(
+                [interpreter(), "-I", "-S", FORKSERVER, json.dumps(dict(self.config, tests_fd=tests_r))],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=self.config["harness"]["env"], pass_fds=(tests_r,),
+            )
+        finally:
+            os.close(tests_r)
+        self.tests = os.fdopen(tests_w, "wb")
         ready = self._read(30.0)
         if not ready or not ready.get("ready"):
             self.close()
@@ -176,9 +183,12 @@ class _ForkServerSlot:
 
     def execute(self, request: ExecutionRequest) -> ExecutionResult:
         start = time.monotonic()
+        part_a, part_b = _frames(request)
         try:
-            self.proc.stdin.write(_frames(request))
+            self.proc.stdin.write(part_a)
             self.proc.stdin.flush()
+            self.tests.write(part_b)
+            self.tests.flush()
         except BrokenPipeError:
             reply = None
         else:
@@ -194,12 +204,19 @@ class _ForkServerSlot:
 
     def _stop(self):
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()  # its supervisors and tasks die with it (death signals)
+            self.proc.kill()  # its judge and tasks die with it (death signals)
             self.proc.wait()
+        if self.tests is not None:
+            try:
+                self.tests.close()
+            except BrokenPipeError:
+                pass
+            self.tests = None
 
     def close(self):
         if self.proc is not None and self.proc.poll() is None:
             self.proc.stdin.close()  # end of stream: the server stops after its current task
+            self.tests.close()
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -244,7 +261,7 @@ class _ProcessSlot:
                                 stderr=subprocess.DEVNULL, env=self.options.env, start_new_session=True)
         timed_out = False
         try:
-            out, _ = proc.communicate(_frames(request), timeout=request.time_limit_s + self.options.grace_s)
+            out, _ = proc.communicate(b"".join(_frames(request)), timeout=request.time_limit_s + self.options.grace_s)
         except subprocess.TimeoutExpired:
             timed_out = True
             out = b""

@@ -15,15 +15,16 @@ config["tests_fd"]; the verdicts leave on stdout. Four roles:
            of its own, unprivileged. Per request it gets the task's channel to the server, reads
            part B, runs the tests against the workers, and writes the verdicts to stdout once the
            server has closed the channel, that is once no process of the task is left.
-  init     pid 1 of the task's pid namespace: joins the slot's cgroups, mounts the task's /proc,
-           then waits. Killing it makes the kernel kill every process left in the namespace,
-           daemons included.
+  init     pid 1 of the task's pid namespace: an idle `cat` reading a pipe the server holds.
+           Killing it makes the kernel kill every process left in the namespace, daemons
+           included; it ends by itself when the server dies (end of its pipe).
   workers  the untrusted processes (envs/harness.py), each joining the slot's cgroups and
-           chrooting before it drops to the task's uid.
+           chrooting before it drops to the task's uid; the task's first mounts its /proc.
 
-The judge, the init and the server die with the server's client (PR_SET_PDEATHSIG, end of stdin).
-Per request this costs two forks (init and one worker per program load) and no interpreter start:
-the judge lives as long as the slot (see docs/sandbox.md).
+The judge and the server die with the server's client (PR_SET_PDEATHSIG, end of stdin), the init
+with the server. Per request this costs one fork per program load (the worker), one spawn of a
+small binary (the init) and no interpreter start: the judge lives as long as the slot
+(see docs/sandbox.md).
 """
 import ctypes
 import fcntl
@@ -106,18 +107,16 @@ class Slot:
         """One request in fresh namespaces: set them up, launch workers for the judge, tear down."""
         config = self.config
         deadline = time.monotonic() + part_a["time_limit_s"] + config["grace_s"]  # backstop: the judge times tests itself
-        ready_r, ready_w = os.pipe()
         unshare(sum(flag for flag, _ in TASK_NAMESPACES))
+        hold_r, hold_w = os.pipe()
         init, workers = None, []
         try:
-            init = os.fork()  # pid 1 of the new pid namespace
-            if init == 0:
-                try:
-                    os.close(ready_r)
-                    self._init(ready_w)
-                finally:
-                    os._exit(1)
-            os.close(ready_w)
+            # pid 1 of the new pid namespace: `cat` on a pipe only the server writes to, so it
+            # exits when the server dies. Spawned (vfork + exec), not forked: no copy of the server.
+            init = os.posix_spawn(config["init_program"], ["sandbox-init"], {},
+                                  file_actions=[(os.POSIX_SPAWN_DUP2, hold_r, 0),
+                                                (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)])
+            os.close(hold_r)
             worker_uid = config["uid_base"] + 2 * init   # unique while the task's init lives
             socket.sethostname("sandbox")
             _loopback_up()
@@ -127,12 +126,10 @@ class Slot:
             if limits != self.limits:
                 self.cgroups.set_limits(*limits)
                 self.limits = limits
-            if os.read(ready_r, 1) != b"1":
-                raise RuntimeError("the task's init did not start")
             task_config = dict(config["harness"], worker_uid=worker_uid)
             workers = harness._launcher(channel, part_a, task_config, enter=self._enter_worker, deadline=deadline)
         finally:
-            os.close(ready_r)
+            os.close(hold_w)
             if init:
                 os.kill(init, signal.SIGKILL)
         # The init exits only once every other process of the namespace is reaped: workers first.
@@ -142,25 +139,16 @@ class Slot:
         for flag, fd in self.home:
             _check(harness.libc.setns(fd, flag), "setns")
 
-    def _init(self, ready_w):
-        harness.set_name("sandbox-init")
-        harness.prctl(harness.PR_SET_PDEATHSIG, signal.SIGKILL)
-        os.closerange(3, ready_w)
-        os.closerange(ready_w + 1, 1 << 16)
-        harness.detach_stdio()
-        self.cgroups.enter()
-        try:  # hide other uids' processes and everything but the pid directories
-            mount("proc", self.root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=invisible,subset=pid")
-        except OSError:
-            mount("proc", self.root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2")
-        os.chroot(self.root)
-        os.chdir("/")
-        os.write(ready_w, b"1")
-        while True:
-            signal.pause()
-
     def _enter_worker(self):
+        """In each new worker, still root: join the slot's cgroups; the task's first worker mounts
+        its /proc (a process inside the new pid namespace must); chroot."""
         self.cgroups.enter()
+        proc = self.root + "/proc"
+        if not os.path.ismount(proc):
+            try:  # hide other uids' processes and everything but the pid directories
+                mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=invisible,subset=pid")
+            except OSError:
+                mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2")
         os.chroot(self.root)
 
 

@@ -10,6 +10,7 @@ import json
 import os
 import queue
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -143,6 +144,7 @@ class _ForkServerSlot:
             "symlinks": [["usr/lib", "/lib"]] + ([["usr/lib64", "/lib64"]] if "/usr/lib64" in binds else []),
             "tmpfs_mb": options.tmpfs_mb, "overhead_mb": 64, "max_processes": options.max_processes,
             "grace_s": options.grace_s, "preload": list(options.preload), "uid_base": UID_BASE, "judge_uid": UID_BASE - 1,
+            "init_program": shutil.which("cat") or "/bin/cat",
             "cgroups": self.cgroups.dirs,
             "harness": options.harness_config("/tmp", sites),
         }

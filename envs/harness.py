@@ -245,8 +245,9 @@ def _worker(part_a, config, mode, stdin_text, fds, enter=None):
             limits["RLIMIT_CPU"] = int(math.ceil(part_a["time_limit_s"])) + 1
             limits["RLIMIT_AS"] = part_a["memory_mb"] << 20
         _set_limits(limits)
-        os.environ.clear()
-        os.environ.update(config["env"])
+        if os.environ != config["env"]:  # the fork server already runs with it
+            os.environ.clear()
+            os.environ.update(config["env"])
         sys.path[:0] = config["sys_path"]
         os.chdir(config["workdir"])
         sys.stdin = open(0, closefd=False) if mode == "functions" else _stdin_from(stdin_text)

@@ -67,11 +67,15 @@ class SlotCgroups:
             dirs[controller] = [path, version]
         return cls(dirs)
 
+    def open_procs(self):
+        """Open the groups' cgroup.procs once (in the fork server): `enter` in a forked child is
+        then one write per group, with no path lookup and no file object."""
+        self.procs_fds = [os.open(os.path.join(path, "cgroup.procs"), os.O_WRONLY) for path, _ in self.dirs.values()]
+
     def enter(self):
         """Move the calling process (and so everything it forks later) into the groups."""
-        for path, _ in self.dirs.values():
-            with open(os.path.join(path, "cgroup.procs"), "w") as f:
-                f.write("0")
+        for fd in self.procs_fds:
+            os.write(fd, b"0")
 
     def set_limits(self, memory_bytes, max_tasks):
         if "memory" in self.dirs:

@@ -100,6 +100,7 @@ class Slot:
         mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we mount reaches the host
         build_root(config)
         self.cgroups = SlotCgroups(config["cgroups"])
+        self.cgroups.open_procs()
         self.home = [(flag, os.open(f"/proc/self/ns/{name}", os.O_RDONLY)) for flag, name in TASK_NAMESPACES]
         self.limits = None
 
@@ -157,7 +158,7 @@ def judge_loop(config, slot, control):
     harness.set_name("sandbox-judge")
     cgroups = slot.cgroups
     try:
-        for _, fd in slot.home:
+        for fd in [fd for _, fd in slot.home] + cgroups.procs_fds:
             os.close(fd)
         oom_fd = cgroups.open_oom_counter()
         unshare(CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS)  # test code reaches no network either

@@ -78,13 +78,23 @@ def test_cocos_gamma_half_with_kl_in_reward_and_per_turn_baselines():
     # r1 = 0.5 c1, r2 = c2 - c1 (fractions): R = c2 - 0.5 c1
     assert rewards == [[0.25, 0.5], [0.25, 0.0], [0.0, 0.0], [0.0, 1.0]]
     assert kl_calls == [("turn_kl", 4)]
-    # minus 0.01 x KL per turn: A1 -> [0.24, 0.48]; returns (gamma 1): G1 = 0.72, 0.25, 0, 1
+    # minus 0.01 x KL per turn: A1 -> [0.24, 0.48]
     assert trajs[0].turn_rewards == pytest.approx([0.24, 0.48])
-    # turn 1: RLOO over the task's four episodes
-    assert [t.turn_advantages[0] for t in trajs] == pytest.approx([0.72 - 1.25 / 3, 0.25 - 1.72 / 3, -1.97 / 3, 1 - 0.97 / 3])
+    # turn 1 (the preset's algo.gamma 0: its own share): RLOO over the task's four episodes of
+    # G1 = 0.24, 0.25, 0, 0
+    assert [t.turn_advantages[0] for t in trajs] == pytest.approx([0.24 - 0.25 / 3, 0.25 - 0.24 / 3, -0.49 / 3, -0.49 / 3])
     # turn 2: RLOO between the two revisions of the same attempt (turn-1 tokens get a gradient too)
     assert [t.turn_advantages[1] for t in trajs] == pytest.approx([0.48, -0.48, -1.0, 1.0])
     assert all(t.turn_kl_coefs == [0.0, 0.0] for t in trajs)   # the KL is in the reward, not the loss
+
+
+def test_cocos_turn_one_on_the_episode_return_with_algo_gamma_one():
+    kl = [[1.0, 2.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]
+    _, _, trajs, _ = _credit("cocos", 1, COCOS_OUTCOMES, ["algo.gamma=1"], turn_kl=kl, revisions=2)
+    # returns (gamma 1): G1 = R = 0.72, 0.25, 0, 1 -- a wrong first attempt that was fixed (G1 = 1)
+    # outranks a half-right one that was kept (0.25): what pays a worse first attempt
+    assert [t.turn_advantages[0] for t in trajs] == pytest.approx([0.72 - 1.25 / 3, 0.25 - 1.72 / 3, -1.97 / 3, 1 - 0.97 / 3])
+    assert [t.turn_advantages[1] for t in trajs] == pytest.approx([0.48, -0.48, -1.0, 1.0])
 
 
 def test_cocos_gamma_zero_rewards_only_the_improvement():

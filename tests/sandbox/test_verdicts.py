@@ -1,9 +1,17 @@
 """Verdicts: what each kind of test reports, the reward hacks that must not earn a pass, and
 positive controls that must still pass inside the sandbox."""
+import json
+import os
+import signal
+import socket
+import time
+
 import pytest
 
+from envs import harness
 from envs.execution import ExecutionRequest, Verdict
 from envs.sandbox import SandboxUnavailable, make_executor
+from envs.sandbox.local import SandboxOptions
 from envs.tasks import TestCase
 
 from sandbox_helpers import run
@@ -170,3 +178,23 @@ def test_rlimits_level_judges_the_same_way():
         assert run(executor, "while True:\n    pass\n", time_limit_s=1.0).tests[0].verdict is Verdict.TIMEOUT
     finally:
         executor.close()
+
+
+def test_the_launcher_gives_up_at_its_deadline_and_kills_its_workers(tmp_path):
+    # The fork server's backstop, should a judge never hang up: the launcher loop returns at its
+    # deadline with its workers' process groups killed, for the server to reap.
+    judge_end, launcher_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    part_a = {"program": "import time\ntime.sleep(60)\n", "setup_code": "", "entry_point": "",
+              "stdio_inputs": [""], "time_limit_s": 60.0, "memory_mb": 512}
+    config = dict(SandboxOptions().harness_config(str(tmp_path), []), worker_uid=None)
+    judge_end.send(json.dumps({"op": "spawn", "mode": "stdio", "index": 0}).encode())
+    start = time.monotonic()
+    signal.alarm(20)  # a launcher that ignored its deadline fails the test instead of hanging it
+    try:
+        workers = harness._launcher(launcher_end, part_a, config, deadline=start + 0.5)
+    finally:
+        signal.alarm(0)
+    assert 0.5 <= time.monotonic() - start < 5
+    assert len(workers) == 1
+    _, status = os.waitpid(workers[0], 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL

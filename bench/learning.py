@@ -10,10 +10,11 @@ policy, not which tasks a step drew), the 12 held-out ones are evaluated greedil
 replies of up to 128 tokens, lr 1e-5, SCoRe switching stages half way; everything else is the
 preset's. Writes <out>/learning.json, <out>/learning-rewards.png and prints a Markdown table.
 "Rising beyond noise": a least-squares slope per step more than two standard errors above zero.
-It is judged on the recipe's reward and on the shares of training episodes whose first and last
-programs pass every test; those are on one scale across SCoRe's stages, whose rewards are not,
-and they are what CoCoS's reward (which pays a wrong first attempt that gets fixed more than a
-right one kept) does not show on its own.
+It is judged for each curve: the recipe's reward per episode and per turn (each turn is trained
+on its own reward), and the shares of training episodes whose first and last programs pass every
+test. The pass rates are on one scale across SCoRe's stages, whose rewards are not, and show what
+CoCoS's episode reward (which pays a wrong first attempt that gets fixed more than a right one
+kept) does not on its own.
 """
 from __future__ import annotations
 
@@ -59,18 +60,23 @@ def run_preset(preset: str, steps: int, overrides: list[str], output_dir: str) -
     return summarize(Path(result["run_dir"]), preset, (time.monotonic() - start) / 60)
 
 
+def curve_names(max_turns: int) -> list[tuple[str, str]]:
+    """(metrics key, label) of every curve the bench plots and fits: the recipe's reward per
+    episode and per turn (each turn is trained on its own), and the pass rates."""
+    rewards = [("reward/mean", "episode reward")] + [(f"reward/turn{t}", f"turn-{t} reward") for t in range(1, max_turns + 1)]
+    passes = [("train/acc_t1", "first program passes")] + ([(f"train/acc_t{max_turns}", "last program passes")] if max_turns > 1 else [])
+    return rewards + passes
+
+
 def summarize(run_dir: Path, preset: str, minutes: float) -> dict:
     """Curves, trends and the before/after evaluation of one finished run."""
     cfg = load_config(run_dir / "config.yaml")
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "reward/mean" in r]
-    curve = [r["reward/mean"] for r in steps]
-    first = [r["train/acc_t1"] for r in steps]
-    solved = [r[f"train/acc_t{cfg.episode.max_turns}"] for r in steps]
+    curves = {label: [r[key] for r in steps] for key, label in curve_names(cfg.episode.max_turns)}
     evaluation = json.loads((run_dir / "eval.json").read_text())
-    return {"preset": preset, "run_dir": str(run_dir), "minutes": minutes, "reward": curve,
-            "first": first, "solved": solved,
-            "trend": trend(curve), "first_trend": trend(first), "solved_trend": trend(solved),
+    return {"preset": preset, "run_dir": str(run_dir), "minutes": minutes, "curves": curves,
+            "trends": {label: trend(values) for label, values in curves.items()},
             "before": evaluation.get("before"), "after": evaluation.get("after"), "max_turns": cfg.episode.max_turns}
 
 
@@ -80,29 +86,26 @@ def from_run_dir(run_dir: Path) -> dict:
     return summarize(run_dir, run_dir.name.split("-")[1], minutes)
 
 
-CURVES = (("reward", "trend", "recipe's reward"), ("first", "first_trend", "first program passes"),
-          ("solved", "solved_trend", "last program passes"))
-
-
 def plot(results: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, len(results), figsize=(5 * len(results), 6.4), squeeze=False)
+    fig, axes = plt.subplots(2, len(results), figsize=(5.5 * len(results), 7), squeeze=False)
     for col, r in enumerate(results):
-        for key, trend_key, label in CURVES:
-            ax = axes[0 if key == "reward" else 1][col]
-            values, t = r[key], r[trend_key]
+        for label, values in r["curves"].items():
+            ax = axes[0 if "reward" in label else 1][col]
+            t = r["trends"][label]
             steps = list(range(1, len(values) + 1))
-            line, = ax.plot(steps, values, "o-", label=label)
+            line, = ax.plot(steps, values, "o-", markersize=3, label=label)
             mid, mean = (len(steps) + 1) / 2, sum(values) / len(values)
             ax.plot(steps, [mean + t["slope"] * (s - mid) for s in steps], "--", color=line.get_color(),
-                    label=f"fit: {t['slope']:+.3f}/step ± {t['stderr']:.3f}")
-            ax.set_xlabel("learner step")
-            ax.set_ylabel("training reward" if key == "reward" else "share of training episodes")
-            ax.legend(fontsize=7)
+                    label=f"fit {t['slope']:+.3f}/step ± {t['stderr']:.3f}")
+        for row, ylabel in enumerate(("training reward", "share of training episodes")):
+            axes[row][col].set_xlabel("learner step")
+            axes[row][col].set_ylabel(ylabel)
+            axes[row][col].legend(fontsize=7)
         axes[0][col].set_title(f"{r['preset']} ({r['minutes']:.0f} min)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -110,18 +113,22 @@ def plot(results: list[dict], path: Path) -> None:
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| preset | when | Acc@t1 | Acc@t2 | Δi→c | Δc→i | " + " | ".join(f"{label} (trend per step)" for _, _, label in CURVES) + " |",
-             "|---|---|---|---|---|---|---|---|---|"]
-
-    def cell(t):
-        return f"{t['slope']:+.3f} ± {t['stderr']:.3f} ({'rising' if t['beyond_noise'] else 'not beyond noise'})"
-
+    """Before/after held-out metrics, then each curve's trend: slope per step ± its standard
+    error, marked "rising" when beyond noise."""
+    lines = ["| preset | when | Acc@t1 | Acc@t2 | Δi→c | Δc→i |", "|---|---|---|---|---|---|"]
     for r in results:
         for when in ("before", "after"):
             rep = r[when] or {}
             cells = [f"{100 * rep[k]:.1f}" if k in rep else "–" for k in ("acc_t1", "acc_t2", "delta_i2c", "delta_c2i")]
-            extra = [cell(r[trend_key]) for _, trend_key, _ in CURVES] if when == "after" else ["", "", ""]
-            lines.append(f"| {r['preset']} | {when} | " + " | ".join(cells + extra) + " |")
+            lines.append(f"| {r['preset']} | {when} | " + " | ".join(cells) + " |")
+    labels = list(dict.fromkeys(label for r in results for label in r["trends"]))
+    lines += ["", "| preset | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+    for r in results:
+        cells = []
+        for label in labels:
+            t = r["trends"].get(label)
+            cells.append("–" if t is None else f"{t['slope']:+.3f} ± {t['stderr']:.3f}" + (" **rising**" if t["beyond_noise"] else ""))
+        lines.append(f"| {r['preset']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -12,7 +12,8 @@ preset's. Writes <out>/learning.json, <out>/learning-rewards.png and prints a Ma
 "Rising beyond noise": a least-squares slope per step more than two standard errors above zero.
 It is judged for each curve: the recipe's reward per episode and per turn (each turn is trained
 on its own reward), and the shares of training episodes whose first and last programs pass every
-test. The pass rates are on one scale across SCoRe's stages, whose rewards are not, and show what
+test. The pass rates are on one scale across SCoRe's stages; its rewards are not, so they are
+plotted but not fitted over a run that switches stages. The pass rates also show what
 CoCoS's episode reward (which pays a wrong first attempt that gets fixed more than a right one
 kept) does not on its own.
 """
@@ -74,9 +75,14 @@ def summarize(run_dir: Path, preset: str, minutes: float) -> dict:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "reward/mean" in r]
     curves = {label: [r[key] for r in steps] for key, label in curve_names(cfg.episode.max_turns)}
+    # SCoRe's rewards change definition at its stage switch: a line fitted across it measures
+    # the switch, not learning. Only the pass rates are fitted over such a run.
+    stages = [r.get("reward/score_stage", 0) for r in steps]
+    switch = next((i + 1 for i in range(1, len(stages)) if stages[i] != stages[i - 1]), None)
+    trends = {label: None if switch and "reward" in label else trend(values) for label, values in curves.items()}
     evaluation = json.loads((run_dir / "eval.json").read_text())
-    return {"preset": preset, "run_dir": str(run_dir), "minutes": minutes, "curves": curves,
-            "trends": {label: trend(values) for label, values in curves.items()},
+    return {"preset": preset, "run_dir": str(run_dir), "config": (run_dir / "config.yaml").read_text(), "minutes": minutes, "curves": curves,
+            "trends": trends, "stage_switch_step": switch,
             "before": evaluation.get("before"), "after": evaluation.get("after"), "max_turns": cfg.episode.max_turns}
 
 
@@ -99,9 +105,13 @@ def plot(results: list[dict], path: Path) -> None:
             t = r["trends"][label]
             steps = list(range(1, len(values) + 1))
             line, = ax.plot(steps, values, "o-", markersize=3, label=label)
-            mid, mean = (len(steps) + 1) / 2, sum(values) / len(values)
-            ax.plot(steps, [mean + t["slope"] * (s - mid) for s in steps], "--", color=line.get_color(),
-                    label=f"fit {t['slope']:+.3f}/step ± {t['stderr']:.3f}")
+            if t is not None:
+                mid, mean = (len(steps) + 1) / 2, sum(values) / len(values)
+                ax.plot(steps, [mean + t["slope"] * (s - mid) for s in steps], "--", color=line.get_color(),
+                        label=f"fit {t['slope']:+.3f}/step ± {t['stderr']:.3f}")
+        if r["stage_switch_step"]:
+            for ax in axes[:, col]:
+                ax.axvline(r["stage_switch_step"] - 0.5, color="grey", linestyle=":", label="stage I → II")
         for row, ylabel in enumerate(("training reward", "share of training episodes")):
             axes[row][col].set_xlabel("learner step")
             axes[row][col].set_ylabel(ylabel)
@@ -127,7 +137,10 @@ def table(results: list[dict]) -> str:
         cells = []
         for label in labels:
             t = r["trends"].get(label)
-            cells.append("–" if t is None else f"{t['slope']:+.3f} ± {t['stderr']:.3f}" + (" **rising**" if t["beyond_noise"] else ""))
+            if t is None:
+                cells.append("– (not fitted: the reward changes at the stage switch)" if label in r["curves"] else "–")
+            else:
+                cells.append(f"{t['slope']:+.3f} ± {t['stderr']:.3f}" + (" **rising**" if t["beyond_noise"] else ""))
         lines.append(f"| {r['preset']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -147,7 +160,8 @@ def main():
         results = [run_preset(p, args.steps, args.overrides, args.runs) for p in args.presets]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "learning.json").write_text(json.dumps({"steps": args.steps, "overrides": BUDGET + args.overrides, "results": results}, indent=2))
+    # Each result carries its run's whole config (what was run, whether now or rebuilt with --report).
+    (out / "learning.json").write_text(json.dumps({"results": results}, indent=2))
     plot(results, out / "learning-rewards.png")
     print(table(results))
 

@@ -49,7 +49,6 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVA
 SIOCSIFFLAGS, IFF_UP = 0x8914, 0x1
 
 
-
 def _check(result, what):
     if result != 0:
         errno = ctypes.get_errno()

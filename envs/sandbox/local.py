@@ -217,8 +217,7 @@ class _ForkServerSlot:
 
     def close(self):
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.stdin.close()  # end of stream: the server stops after its current task
-            self.tests.close()
+            self.proc.stdin.close()  # end of stream: the server stops after its current task (the judge with it)
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:

@@ -2,8 +2,10 @@
 
 An executor takes a batch of `ExecutionRequest`s and returns one `ExecutionResult` per request,
 in order, with a verdict per test. Executors never raise for anything the *program* does
-(crash, hang, flood, no code): that is a verdict. They raise only when the executor itself is
-broken, so a bad sandbox is loud instead of a silent zero reward.
+(crash, hang, flood): that is a verdict. A failure of the sandbox machinery on one program is
+that program's `Verdict.SANDBOX`, counted and logged, so one program cannot lose a batch; an
+executor raises only when it is broken as a whole, so a bad sandbox is loud instead of a silent
+zero reward.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ class Verdict(str, enum.Enum):
     TIMEOUT = "timeout"
     MEMORY = "memory"
     OUTPUT_LIMIT = "output_limit"
-    NO_CODE = "no_code"            # the reply held no program to run
+    SANDBOX = "sandbox_error"      # the sandbox machinery failed on this program (not the program's fault)
 
 
 @dataclass(frozen=True)
@@ -57,16 +59,8 @@ class ExecutionResult:
         return len(self.tests)
 
     @property
-    def fraction_passed(self) -> float:
-        return self.num_passed / self.num_tests if self.tests else 0.0
-
-    @property
     def all_passed(self) -> bool:
         return bool(self.tests) and self.num_passed == self.num_tests
-
-    @classmethod
-    def no_code(cls, num_tests: int) -> "ExecutionResult":
-        return cls(tuple(TestResult(Verdict.NO_CODE, "no program found in the reply") for _ in range(num_tests)))
 
 
 class Executor(Protocol):

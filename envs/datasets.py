@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from envs.tasks import Task, TestCase
-from rl.registry import Registry
+from envs.registry import Registry
 
 Loader = Callable[..., "list[Task]"]
 DATASETS: Registry[Loader] = Registry("dataset")

@@ -18,9 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from launch.inputs import load_split, resolve_model, start_sandbox
+from launch.runtime import load_split, resolve_model
 from rl.config import Config, ConfigError, load_config
-from rl.metrics import TRANSITIONS, group_by_task, per_turn_report, sampled_report, transition_counts
 
 
 @dataclass
@@ -97,8 +96,6 @@ def parse_args(argv: list[str] | None = None) -> EvalArgs:
     ) if value is not None]
     try:
         cfg = load_config(args.config, [*args.overrides, *flags])
-        if cfg.episode.revisions_per_attempt != 1:
-            raise ConfigError("episode.revisions_per_attempt: evaluation needs independent episodes (1)")
         tasks = _load_tasks(cfg, args.split, args.limit)
         model_path = resolve_model(cfg)
     except ConfigError as exc:
@@ -126,51 +123,25 @@ def main(argv: list[str] | None = None) -> dict:
 
 def evaluate(args: EvalArgs) -> dict:
     """Runs the evaluation; returns the contents of metrics.json."""
-    import ray
-    from transformers import AutoTokenizer
-
-    from envs.episode import ChatFormat
-    from rl.cluster import RolloutGroup, init_ray
-    from rl.episodes import run_episodes, turn_scores
-    from rl.rollout import SamplingSpec
+    from launch.runtime import Runtime, evaluate as run_evaluation
+    from rl.metrics import group_by_task, transition_counts
+    from rl.report import eval_report, plot_transitions
 
     cfg, turns = args.cfg, args.cfg.episode.max_turns
-    tokenizer = AutoTokenizer.from_pretrained(args.model_path)
-    chat = ChatFormat(tokenizer)
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    started_ray = not ray.is_initialized()
-    if started_ray:
-        init_ray(cfg)
-    executor = None
-    try:
-        executor = start_sandbox(cfg)
-        rollout = RolloutGroup(cfg, args.model_path)
-        rollout.node_ids()  # returns once every worker's vLLM engine is up: start-up is timed apart
+    with Runtime(cfg, args.model_path, learner=False) as rt:
         ready = time.monotonic()
-        top_p = cfg.rollout.top_p if args.temperature > 0 else 1.0
-        spec = SamplingSpec(1, args.temperature, top_p, cfg.rollout.max_new_tokens)
-        episodes = []
-        for i in range(0, len(args.tasks), args.chunk_tasks):
-            chunk = args.tasks[i:i + args.chunk_tasks]
-            episodes += run_episodes(chunk, args.samples, rollout.generate, executor, chat, tokenizer,
-                                     cfg.episode, cfg.sandbox, spec, 0, cfg.model.max_model_len)
-            done = min(i + args.chunk_tasks, len(args.tasks))
-            acc = sum(turn_scores(e)[-1].correct for e in episodes) / len(episodes)
-            print(f"[eval] {done}/{len(args.tasks)} tasks, {len(episodes)} episodes, "
-                  f"final-turn accuracy so far {100 * acc:.1f}%, {time.monotonic() - started:.0f} s", flush=True)
-        isolation, sandbox_info = executor.isolation, executor.info
-    finally:
-        if executor is not None:
-            executor.close()
-        if started_ray:
-            ray.shutdown()
+        env = rt.environment(cfg.eval.environment, args.tasks)
+        episodes, metrics = run_evaluation(rt, env, args.tasks, samples=args.samples, temperature=args.temperature,
+                                           ks=args.ks, chunk_tasks=args.chunk_tasks,
+                                           progress=lambda line: print(f"[eval] {line}", flush=True))
+        isolation, sandbox_info = rt.executor.isolation, rt.executor.info
     wall_s = time.monotonic() - started
 
-    scores = [turn_scores(e) for e in episodes]
-    correct = [[s.correct for s in ep] for ep in scores]
+    correct = [[t.correct for t in e.turns] for e in episodes]
     by_task = group_by_task([e.task.task_id for e in episodes], correct)
-    metrics = {**per_turn_report(correct, turns), **sampled_report(list(by_task.values()), turns, args.ks)}
+    turns_run = [t for e in episodes for t in e.turns]
     result = {
         "metrics": metrics,
         "transitions": [{"from_turn": t + 1, "to_turn": t + 2, **table}
@@ -178,8 +149,9 @@ def evaluate(args: EvalArgs) -> dict:
         "settings": {
             "model": cfg.model.path, "model_path": args.model_path, "dataset": cfg.data.dataset,
             "split": args.split, "limit": args.limit, "tasks": len(by_task), "samples_per_task": args.samples,
-            "turns": turns, "feedback": cfg.episode.feedback, "temperature": args.temperature,
-            "top_p": spec.top_p, "max_new_tokens": cfg.rollout.max_new_tokens, "ks": args.ks,
+            "turns": turns, "environment": cfg.eval.environment, "feedback": cfg.episode.feedback,
+            "temperature": args.temperature, "top_p": cfg.rollout.top_p if args.temperature > 0 else 1.0,
+            "max_new_tokens": cfg.rollout.max_new_tokens, "ks": args.ks,
             "stop_on_public_pass": cfg.episode.stop_on_public_pass, "isolation": isolation, "sandbox": sandbox_info,
             "command": "selfcorrect eval " + " ".join(args.argv),
         },
@@ -188,121 +160,18 @@ def evaluate(args: EvalArgs) -> dict:
         "config": cfg.to_dict(),
         # per task, per episode, per turn: whether the program passed every test (as run, not padded)
         "correct": by_task,
-        "episode_turns": sum(len(e.turns) for e in episodes) / len(episodes),
-        "no_code_fraction": sum(not s.has_code for ep in scores for s in ep) / sum(len(ep) for ep in scores),
+        "episode_turns": len(turns_run) / len(episodes),
+        "no_code_fraction": sum(t.code is None for t in turns_run) / len(turns_run),
     }
     (args.out / "metrics.json").write_text(json.dumps(result, indent=2))
-    write_episodes(args.out / "episodes.jsonl", episodes, scores)
-    table = format_eval_table(result)
+    with (args.out / "episodes.jsonl").open("w") as f:
+        f.writelines(json.dumps(e.to_json()) + "\n" for e in episodes)
+    table = eval_report(result)
     (args.out / "table.md").write_text(table + "\n")
     plot_transitions(result, args.out / "transitions.png")
     print(table)
     print(f"wall time {wall_s:.0f} s (start-up {ready - started:.0f} s); outputs in {args.out}")
     return result
-
-
-def write_episodes(path: Path, episodes, scores) -> None:
-    """One JSON line per episode: each turn's reply, extracted program and test outcome."""
-    with path.open("w") as f:
-        for e, ep_scores in zip(episodes, scores):
-            f.write(json.dumps({
-                "task_id": e.task.task_id, "sample_index": e.sample_index, "feedback": e.feedback,
-                "turns": [{"text": t.text, "code": t.code, "finish_reason": t.finish_reason, "correct": s.correct,
-                           "hidden_passed": s.hidden_passed, "hidden_total": s.hidden_total,
-                           "public_passed": s.public_passed, "public_total": s.public_total}
-                          for t, s in zip(e.turns, ep_scores)],
-            }) + "\n")
-
-
-def format_eval_table(result: dict) -> str:
-    """The Markdown report: settings line, Acc@t and Δs, transition counts, pass@k and n@k."""
-    m, s = result["metrics"], result["settings"]
-    turns, ks = s["turns"], s["ks"]
-    decoding = "greedy" if s["temperature"] == 0 else f"temperature {s['temperature']:g}, top-p {s['top_p']:g}"
-    lines = [
-        f"**{s['dataset']}** ({s['split']}, {s['tasks']} tasks × {s['samples_per_task']} episode(s), "
-        f"{turns} turn(s), {s['feedback']} feedback, {decoding}, {s['max_new_tokens']} new tokens/turn); "
-        f"model `{s['model']}`. Percentages; {int(m['episodes'])} episodes.",
-        "",
-    ]
-    cols = [(f"Acc@t{t + 1}", f"{100 * m[f'acc_t{t + 1}']:.1f}") for t in range(turns)]
-    if turns > 1:
-        cols += [(f"Δ(t1,t{turns})", f"{100 * m['delta']:+.1f}"), ("Δi→c", f"{100 * m['delta_i2c']:.1f}"),
-                 ("Δc→i", f"{100 * m['delta_c2i']:.1f}")]
-    lines += _md_table([c for c, _ in cols], [[v for _, v in cols]])
-    if turns > 1:
-        lines += ["", "Transitions between consecutive turns (episodes; early stops keep their last program):", ""]
-        rows = [[f"t{tr['from_turn']}→t{tr['to_turn']}", *(str(tr[x]) for x in TRANSITIONS),
-                 f"{100 * (tr['i2c'] - tr['c2i']) / max(m['episodes'], 1):+.1f}"] for tr in result["transitions"]]
-        lines += _md_table(["turns", "c→c", "c→i", "i→c", "i→i", "Δ"], rows)
-    lines += ["", f"pass@k at each turn (unbiased, from {s['samples_per_task']} episode(s) per task) and "
-                  f"n@k (n episodes of ≤ {turns} turns = n·{turns} samples; ≥ 1 of n final programs correct):", ""]
-    header = ["turn", *(f"pass@{k}" for k in ks)]
-    rows = [[f"t{t + 1}", *(f"{100 * m[f'pass@{k}_t{t + 1}']:.1f}" for k in ks)] for t in range(turns)]
-    lines += _md_table(header, rows)
-    lines += [""]
-    lines += _md_table([f"{k}@{k * turns}" for k in ks], [[f"{100 * m[f'{k}@{k * turns}']:.1f}" for k in ks]])
-    return "\n".join(lines)
-
-
-def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
-
-
-def plot_transitions(result: dict, path: Path) -> None:
-    """Left: Acc@t per turn. Right: for each consecutive turn pair, four bars: the share of
-    episodes c→c / i→c / c→i / i→i, each labelled with its episode count."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    m, s = result["metrics"], result["settings"]
-    turns, n = s["turns"], max(int(m["episodes"]), 1)
-    fig, (ax_acc, ax_tr) = plt.subplots(1, 2, figsize=(11, 4.6), gridspec_kw={"width_ratios": [1, max(turns - 1, 1) + 0.6]})
-    xs = list(range(1, turns + 1))
-    acc = [100 * m[f"acc_t{t}"] for t in xs]
-    ax_acc.plot(xs, acc, marker="o", color="#1f4e79", linewidth=2)
-    for x, y in zip(xs, acc):
-        ax_acc.annotate(f"{y:.1f}", (x, y), textcoords="offset points", xytext=(0, 8), ha="center", fontsize=10)
-    ax_acc.set_xticks(xs, [f"t{t}" for t in xs])
-    ax_acc.set_xlim(0.5, turns + 0.5)
-    top = max(acc + [1.0])
-    ax_acc.set_ylim(0, min(100, top * 1.3 + 2))
-    ax_acc.set_ylabel("Acc@t (% of episodes correct)")
-    ax_acc.set_title("Accuracy after each turn")
-    ax_acc.grid(axis="y", alpha=0.3)
-
-    styles = [("c2c", "correct → correct", "#2e7d32"), ("i2c", "incorrect → correct", "#66bb6a"),
-              ("c2i", "correct → incorrect", "#e53935"), ("i2i", "incorrect → incorrect", "#9e9e9e")]
-    pairs = result["transitions"]
-    if pairs:
-        # Grouped rather than stacked: at low accuracy i→i dwarfs the rest, and the transitions
-        # that matter (i→c, c→i) would be slivers. Each bar is labelled with its episode count.
-        width = 0.2
-        top = max(100 * p[key] / n for p in pairs for key, _, _ in styles)
-        for j, (key, label, color) in enumerate(styles):
-            xs_j = [i + (j - 1.5) * width for i in range(len(pairs))]
-            heights = [100 * p[key] / n for p in pairs]
-            ax_tr.bar(xs_j, heights, width=width * 0.92, color=color, label=label)
-            for x, h, p in zip(xs_j, heights, pairs):
-                ax_tr.text(x, h + top * 0.015, str(p[key]), ha="center", va="bottom", fontsize=9)
-        ax_tr.set_xticks(range(len(pairs)), [f"turn {p['from_turn']} → turn {p['to_turn']}" for p in pairs])
-        ax_tr.set_xlim(-0.6, len(pairs) - 0.4)
-        ax_tr.set_ylim(0, min(100, top * 1.15) + 1)
-        ax_tr.set_ylabel("% of episodes")
-        ax_tr.set_title("Turn-to-turn transitions (bar labels: episode counts)")
-        ax_tr.grid(axis="y", alpha=0.3)
-        ax_tr.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=9, frameon=False)
-    else:
-        ax_tr.axis("off")
-        ax_tr.text(0.5, 0.5, "one turn: no transitions", ha="center", va="center")
-    decoding = "greedy" if s["temperature"] == 0 else f"T={s['temperature']:g}"
-    fig.suptitle(f"{s['dataset']} ({s['split']}, {s['tasks']} tasks × {s['samples_per_task']}), {s['feedback']} feedback, "
-                 f"{decoding} — {Path(str(s['model'])).name}", fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,9 @@ from __future__ import annotations
 
 import math
 import threading
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from rl.registry import Registry
+from envs.registry import Registry
 
 RewardFn = Callable[..., Sequence[float]]
 REWARDS: Registry[RewardFn] = Registry("reward")
@@ -15,28 +14,7 @@ class RewardError(RuntimeError):
     pass
 
 
-@dataclass(frozen=True)
-class TurnScore:
-    """What one turn's program achieved; the only input a reward function sees besides the task."""
-
-    has_code: bool
-    hidden_passed: int
-    hidden_total: int
-    public_passed: int = 0
-    public_total: int = 0
-    text: str = ""           # the policy's reply, for plug-ins that shape on format or length
-
-    @property
-    def correct(self) -> bool:
-        """Passes every test, hidden and public: the accuracy criterion of every report."""
-        return self.has_code and self.hidden_passed == self.hidden_total and self.public_passed == self.public_total
-
-    @property
-    def hidden_fraction(self) -> float:
-        return self.hidden_passed / self.hidden_total if self.hidden_total else 0.0
-
-
-def compute_turn_rewards(fn: RewardFn, name: str, turns: Sequence[TurnScore], task, config) -> list[float]:
+def compute_turn_rewards(fn: RewardFn, name: str, turns: Sequence, task, config) -> list[float]:
     """Call a reward function under a deadline and check what it returns.
 
     A plug-in that raises, hangs, or returns the wrong shape stops the run with the task and the

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 
 import ray
 
+from rl.advantages import Estimator
 from rl.config import Config
-from rl.learner import LearnerActor
+from rl.episode import Episode
+from rl.learner import LearnerActor, learner_options, shards
 from rl.rollout import RolloutActor, Sample, SamplingSpec
-from rl.trajectory import Trajectory
 
 
 class WeightPushError(RuntimeError):
@@ -26,8 +26,8 @@ def init_ray(cfg: Config) -> None:
         return
     needed = (cfg.rollout.num_workers * cfg.rollout.num_cpus_per_worker
               + cfg.learner.num_ranks * cfg.learner.num_cpus_per_rank)
-    ray.init(num_cpus=cfg.ray.num_cpus or max(os.cpu_count() or 1, int(needed + 0.999)),
-             _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=True)
+    num_cpus = cfg.ray.num_cpus if cfg.ray.num_cpus is not None else max(os.cpu_count() or 1, int(needed + 0.999))
+    ray.init(num_cpus=num_cpus, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=True)
 
 
 class RolloutGroup:
@@ -50,7 +50,7 @@ class RolloutGroup:
 
     def push(self, path: str, version: int, checksum: str) -> None:
         """Every worker reloads `path`; raises if any fails, times out, or loaded other bytes."""
-        futures = {w.load_weights.remote(path, version): i for i, w in enumerate(self.workers)}
+        futures = {w.load_weights.remote(path): i for i, w in enumerate(self.workers)}
         done, pending = ray.wait(list(futures), num_returns=len(futures), timeout=self.push_timeout_s)
         if pending:
             late = sorted(futures[f] for f in pending)
@@ -77,19 +77,26 @@ class RolloutGroup:
 
 
 class LearnerGroup:
-    def __init__(self, cfg: Config, model_path: str):
+    """The learner's ranks. Each rank receives only its own shard of a batch, pre-sliced here."""
+
+    def __init__(self, cfg: Config, model_path: str, estimator: Estimator):
         l = cfg.learner
+        self.mini_batches = cfg.algo.mini_batches
+        address = "127.0.0.1" if l.num_ranks == 1 else _node_ip()
         port = _free_port()
         self.ranks = [
             LearnerActor.options(num_cpus=l.num_cpus_per_rank, num_gpus=l.num_gpus_per_rank).remote(
-                cfg, model_path, rank, l.num_ranks, "127.0.0.1" if l.num_ranks == 1 else _node_ip(), port)
+                model_path, **learner_options(cfg, estimator), rank=rank, world_size=l.num_ranks,
+                master_addr=address, master_port=port)
             for rank in range(l.num_ranks)
         ]
         ray.get([r.node_id.remote() for r in self.ranks])  # surface start-up errors here
 
-    def train_step(self, batch: list[Trajectory]) -> dict[str, float]:
-        """Runs the step on every rank; averages their per-micro-batch statistics."""
-        results = ray.get([r.train_step.remote(batch) for r in self.ranks])
+    def train_step(self, batch: list[Episode]) -> dict[str, float]:
+        """Each rank trains on its own shard (rl/learner.py:shards); returns the ranks'
+        per-micro-batch statistics, averaged."""
+        parts = shards(batch, self.mini_batches, len(self.ranks))
+        results = ray.get([r.train_step.remote(part) for r, part in zip(self.ranks, parts)])
         totals: dict[str, float] = {}
         for result in results:
             for k, v in result.items():
@@ -100,21 +107,15 @@ class LearnerGroup:
         metrics["seconds"] = max(r["seconds"] for r in results)
         return metrics
 
-    def turn_kl(self, batch: list[Trajectory]) -> list[list[float]]:
-        """Per-trajectory, per-turn KL of the sampling policy to the reference."""
-        return self._per_trajectory("turn_kl", batch)
-
-    def values(self, batch: list[Trajectory]) -> list[list[float]]:
-        """The critic's value at every position of every trajectory."""
-        return self._per_trajectory("values", batch)
-
-    def _per_trajectory(self, method: str, batch: list[Trajectory]) -> list[list[float]]:
-        """A no-grad pass whose ranks each answer (index, result) for their share of the batch."""
-        result: list[list[float]] = [[] for _ in batch]
-        for part in ray.get([getattr(r, method).remote(batch) for r in self.ranks]):
-            for i, value in part:
-                result[i] = value
-        return result
+    def passes(self, batch: list[Episode], reference: bool, values: bool) -> dict[str, list[list[float]]]:
+        """The no-grad passes credit assignment reads, asked once: contiguous shards per rank,
+        results in batch order (see Learner.passes)."""
+        if not (reference or values):
+            return {}
+        world = len(self.ranks)
+        bounds = [len(batch) * i // world for i in range(world + 1)]
+        parts = ray.get([r.passes.remote(batch[a:b], reference, values) for r, a, b in zip(self.ranks, bounds, bounds[1:])])
+        return {name: [row for part in parts for row in part[name]] for name in parts[0]}
 
     def publish(self, directory: str) -> tuple[str, str, int]:
         return ray.get(self.ranks[0].publish.remote(directory))
@@ -140,14 +141,3 @@ def _free_port() -> int:
 
 def _node_ip() -> str:
     return ray.util.get_node_ip_address()
-
-
-def timed(fn, bucket: dict, key: str):
-    """Wrap `fn` so the seconds spent in it accumulate in bucket[key]."""
-    def wrapper(*args, **kwargs):
-        start = time.monotonic()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            bucket[key] = bucket.get(key, 0.0) + time.monotonic() - start
-    return wrapper

@@ -34,7 +34,7 @@ class RunConfig:
     output_dir: str = opt("runs", "Where run directories (metrics.jsonl, checkpoints, wandb) go.")
     seed: int = opt(0, "Seed for task sampling, vLLM sampling and model init.")
     steps: int = opt(4, "Number of learner steps (one rollout batch each).", min=0)
-    save_every: int = opt(0, "Save the policy as an HF folder every N steps (0: only at the end).", min=0)
+    save_every: int | None = opt(None, "Save the policy as an HF folder every N steps (null: only at the end).", min=1)
     save_final: bool = opt(True, "Save the policy at the end of training.")
     save_rollouts: bool = opt(True, "Write every step's episodes and trajectories to <run>/rollouts/step-N.jsonl.")
 
@@ -52,18 +52,19 @@ class DataConfig:
     path: str = opt("", "File for the jsonl dataset.")
     heldout_fraction: float = opt(0.25, "Share of tasks held out for evaluation (deterministic split).", min=0.0, max=0.9)
     split_seed: int = opt(0, "Seed of the train/held-out split.")
-    limit: int = opt(0, "Use at most this many tasks per split (0: all).", min=0)
+    limit: int | None = opt(None, "Use at most this many tasks per split (null: all).", min=1)
 
 
 @dataclass
 class EpisodeConfig:
+    environment: str = opt("self_correction", "Environment of training episodes (envs/environments.py): self_correction (feedback after each turn), repair (seeded faulty first attempts), or a plug-in 'module:Class' / 'file.py:Class'.")
     max_turns: int = opt(2, "Turns per episode: one attempt, then revisions after feedback.", min=1, max=8)
-    feedback: Literal["instruction", "execution"] = opt("instruction", "instruction: SCoRe's generic 'check your work' note; execution: RLEF-style failing public tests.")
+    feedback: Literal["instruction", "execution"] = opt("instruction", "What the built-in environments show after a turn. instruction: SCoRe's generic 'check your work' note; execution: RLEF-style failing public tests.")
     stop_on_public_pass: bool = opt(False, "End an episode early once its program passes the public tests (RLEF's protocol). Off by default: with it on, a correct first attempt never gets a second turn, so Δc→i is always 0.")
     max_feedback_chars: int = opt(800, "Truncate execution feedback to this many characters.", min=50)
     max_failures_shown: int = opt(3, "Failing public tests shown in execution feedback.", min=1)
-    seeded_first_turns: float = opt(0.0, "Repair curriculum: share of training tasks whose first attempts are faulty programs from first_turns instead of samples.", min=0.0, max=1.0)
-    first_turns: str = opt("mutations", "Faulty first attempts: 'mutations' (single-point mutants of reference solutions, verified to fail) or a JSONL file of {task_id, program}.")
+    seeded_first_turns: float = opt(0.5, "repair: share of the tasks whose first attempts are faulty programs from first_turns instead of samples.", min=0.0, max=1.0)
+    first_turns: str = opt("mutations", "repair: faulty first attempts: 'mutations' (single-point mutants of reference solutions, verified to fail) or a JSONL file of {task_id, program}.")
     revisions_per_attempt: int = opt(1, "Episodes continuing each sampled first attempt: k > 1 gives turn 2 a baseline over revisions of the same attempt (rollout.samples_per_task must be a multiple).", min=1)
 
 
@@ -89,8 +90,8 @@ class RewardConfig:
     alpha: float = opt(10.0, "score: stage II bonus weight on r(y2) - r(y1).", min=0.0)
     score_stage: Literal[1, 2] = opt(2, "score: stage I (only the last turn is rewarded) or stage II (every turn, with the bonus).")
     no_code_penalty: float = opt(-0.2, "rlef: reward of a turn whose reply holds no program.")
-    score_switch_step: int = opt(0, "score: train stage I up to this step and stage II after it, as SCoRe does (0: score_stage throughout).", min=0)
-    overlong_buffer: int = opt(0, "DAPO soft overlong penalty: replies within this many tokens of rollout.max_new_tokens lose up to overlong_penalty (0: off).", min=0)
+    score_switch_step: int | None = opt(None, "score: train stage I up to this step and stage II after it, as SCoRe does (null: score_stage throughout).", min=0)
+    overlong_buffer: int | None = opt(None, "DAPO soft overlong penalty: replies within this many tokens of rollout.max_new_tokens lose up to overlong_penalty (null: off).", min=1)
     overlong_penalty: float = opt(1.0, "Largest overlong penalty (reached at the token budget).", min=0.0)
     timeout_s: float = opt(30.0, "A reward function that takes longer than this for one episode is an error.", min=0.1)
 
@@ -101,11 +102,11 @@ class AlgoConfig:
     gamma: float = opt(1.0, "Discount of per-turn returns G_t = sum_u gamma^(u-t) r_u.", min=0.0, max=1.0)
     lam: float = opt(0.95, "gae / turn_value: GAE lambda (1: Monte Carlo returns against the critic's baseline).", min=0.0, max=1.0)
     value_coef: float = opt(0.1, "gae / turn_value: weight of the critic's loss (a value head on the policy's last hidden state).", min=0.0)
-    value_clip: float = opt(0.2, "gae / turn_value: clip range of the critic's update around its rollout-time values (0: none).", min=0.0)
+    value_clip: float | None = opt(0.2, "gae / turn_value: clip range of the critic's update around its rollout-time values (null: none).", min=0.0)
     clip_eps: float = opt(0.2, "PPO clip range (the lower one when clip_eps_high is set).", min=0.0)
-    clip_eps_high: float = opt(0.0, "Upper clip range, DAPO's clip-higher (e.g. 0.28); 0: same as clip_eps.", min=0.0)
+    clip_eps_high: float | None = opt(None, "Upper clip range, DAPO's clip-higher (e.g. 0.28); null: same as clip_eps.", min=0.0)
     loss_aggregation: Literal["seq_mean_token_mean", "token_mean", "seq_mean_token_sum_norm"] = opt("seq_mean_token_mean", "seq_mean_token_mean: GRPO; token_mean: DAPO (every token of the batch alike); seq_mean_token_sum_norm: Dr.GRPO (token sums / loss_norm_tokens).")
-    loss_norm_tokens: int = opt(0, "Constant normaliser of seq_mean_token_sum_norm (0: rollout.max_new_tokens x episode.max_turns).", min=0)
+    loss_norm_tokens: int | None = opt(None, "Constant normaliser of seq_mean_token_sum_norm (null: rollout.max_new_tokens x episode.max_turns).", min=1)
     kl_estimator: Literal["k1", "k2", "k3"] = opt("k3", "KL(pi || pi_ref) estimator of the loss term: k1 = log(pi/pi_ref), k2 = (log ratio)^2 / 2, k3 = r - log r - 1.")
     kl_in_reward: bool = opt(False, "Put the KL in the turn rewards (r_t - coef x the turn's mean token log(pi/pi_ref), as RLEF and CoCoS) instead of the loss.")
     kl_coef: float = opt(0.01, "Weight of the KL to the reference on every turn after the first.", min=0.0)
@@ -113,7 +114,7 @@ class AlgoConfig:
     filter_uniform_groups: bool = opt(False, "Leave out of the loss the tasks whose episodes all got the same rewards (DAPO's filter: no signal, only dilution).")
     lr: float = opt(1e-6, "Learning rate (AdamW).", min=0.0)
     weight_decay: float = opt(0.0, "AdamW weight decay.", min=0.0)
-    grad_clip: float = opt(1.0, "Gradient-norm clip (0: none).", min=0.0)
+    grad_clip: float | None = opt(1.0, "Gradient-norm clip (null: none).", min=0.0)
     micro_batch_size: int = opt(4, "Trajectories per forward/backward pass.", min=1)
     mini_batches: int = opt(1, "Optimizer steps per rollout batch (the batch is split into this many).", min=1)
 
@@ -124,7 +125,7 @@ class LearnerConfig:
     num_cpus_per_rank: float = opt(1.0, "Ray CPUs reserved per learner rank.", min=0.0)
     num_gpus_per_rank: float = opt(0.0, "Ray GPUs per learner rank (0 on CPU machines).", min=0.0)
     zero_stage: Literal[0, 1, 2] = opt(0, "DeepSpeed ZeRO stage.")
-    torch_threads: int = opt(0, "torch intra-op threads in the learner (0: every CPU of its node; the loop is synchronous, so rollout workers are idle while it trains).", min=0)
+    torch_threads: int | None = opt(None, "torch intra-op threads in the learner (null: every CPU of its node; the loop is synchronous, so rollout workers are idle while it trains).", min=1)
 
 
 @dataclass
@@ -133,7 +134,7 @@ class SandboxConfig:
     allow_unisolated: bool = opt(False, "Permit running model code with no isolation if nothing better exists.")
     time_limit_s: float = opt(5.0, "Wall-time limit of one program with its tests.", min=0.1)
     memory_mb: int = opt(512, "Memory limit of one program.", min=16)
-    workers: int = opt(0, "Parallel executions per machine (0: one per CPU).", min=0)
+    workers: int | None = opt(None, "Parallel executions per machine (null: one per CPU).", min=1)
     backend: Literal["local", "ray"] = opt("local", "local: execute on the driver's machine; ray: a pool of sandbox actors, one per Ray node.")
 
 
@@ -154,14 +155,15 @@ class WandbConfig:
 class EvalConfig:
     before: bool = opt(True, "Evaluate on held-out tasks before training.")
     after: bool = opt(True, "Evaluate on held-out tasks after training.")
-    max_tasks: int = opt(0, "Evaluate on at most this many held-out tasks (0: all).", min=0)
+    environment: str = opt("self_correction", "Environment of the held-out evaluation (train's before/after and selfcorrect eval); self_correction: the policy writes every turn.")
+    max_tasks: int | None = opt(None, "Evaluate on at most this many held-out tasks (null: all).", min=1)
     temperature: float = opt(0.0, "0: greedy decoding (as SCoRe reports).", min=0.0)
 
 
 @dataclass
 class RayConfig:
     address: str = opt("", "Ray cluster to join; empty: $RAY_ADDRESS, else a local Ray on 127.0.0.1.")
-    num_cpus: int = opt(0, "CPUs a local Ray may schedule (0: enough for the configured actors).", min=0)
+    num_cpus: int | None = opt(None, "CPUs a local Ray may schedule (null: enough for the configured actors).", min=1)
 
 
 @dataclass
@@ -235,6 +237,11 @@ def _suggest(key: str, known: list[str]) -> str:
 
 def _coerce(dotted: str, value: Any, typ: Any, meta: dict, source: str) -> Any:
     where = f"{source}: {dotted}"
+    args = typing.get_args(typ)
+    if type(None) in args:   # `T | None`: null (YAML's null or ~) means off / automatic
+        if value is None:
+            return None
+        (typ,) = [a for a in args if a is not type(None)]
     if typing.get_origin(typ) is Literal:
         choices = typing.get_args(typ)
         if value not in choices:
@@ -272,27 +279,31 @@ def _coerce(dotted: str, value: Any, typ: Any, meta: dict, source: str) -> Any:
 def validate(cfg: Config) -> None:
     """Checks that span several keys or need a registry; each names the keys involved."""
     from envs.datasets import get_loader
+    from envs.environments import environment_class
+    from envs.registry import RegistryError
     from rewards import REWARDS
-    from rl.advantages import ADVANTAGES
-    from rl.critic import CRITIC_ESTIMATORS
-    from rl.registry import RegistryError
+    from rl.advantages import estimator
 
-    for key, lookup, name in (
-        ("reward.name", REWARDS.get, cfg.reward.name),
-        ("algo.advantage", lambda n: n in CRITIC_ESTIMATORS or ADVANTAGES.get(n), cfg.algo.advantage),
-        ("data.dataset", get_loader, cfg.data.dataset),
-    ):
-        try:  # loads plug-ins now, so a broken one fails before Ray or vLLM start
+    try:  # loads plug-ins now, so a broken one fails before Ray or vLLM start
+        for key, lookup, name in (
+            ("reward.name", REWARDS.get, cfg.reward.name),
+            ("algo.advantage", estimator, cfg.algo.advantage),
+            ("data.dataset", get_loader, cfg.data.dataset),
+            ("episode.environment", environment_class, cfg.episode.environment),
+            ("eval.environment", environment_class, cfg.eval.environment),
+        ):
             lookup(name)
-        except RegistryError as exc:
-            raise ConfigError(f"{key}: {exc}") from None
+    except RegistryError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
     if cfg.data.dataset == "jsonl" and not cfg.data.path:
         raise ConfigError("data.path: the jsonl dataset needs a file (data.path=tasks.jsonl)")
-    if cfg.rollout.samples_per_task < 2 and cfg.algo.advantage in ("grpo", "drgrpo", "rloo", "reinforce_pp"):
-        raise ConfigError(f"rollout.samples_per_task: {cfg.algo.advantage} needs a group of at least 2 samples per task")
+    if cfg.rollout.samples_per_task < estimator(cfg.algo.advantage).min_group_size:
+        raise ConfigError(f"rollout.samples_per_task: {cfg.algo.advantage} needs a group of at least {estimator(cfg.algo.advantage).min_group_size} samples per task")
     if cfg.rollout.samples_per_task % cfg.episode.revisions_per_attempt:
         raise ConfigError(f"episode.revisions_per_attempt: {cfg.episode.revisions_per_attempt} does not divide rollout.samples_per_task={cfg.rollout.samples_per_task}")
-    if cfg.reward.overlong_buffer > cfg.rollout.max_new_tokens:
+    if cfg.episode.environment == "repair" and cfg.episode.seeded_first_turns == 0:
+        raise ConfigError("episode.seeded_first_turns: 0 with episode.environment=repair seeds no episode")
+    if cfg.reward.overlong_buffer is not None and cfg.reward.overlong_buffer > cfg.rollout.max_new_tokens:
         raise ConfigError(f"reward.overlong_buffer: {cfg.reward.overlong_buffer} is longer than rollout.max_new_tokens={cfg.rollout.max_new_tokens}")
     batch = cfg.rollout.tasks_per_step * cfg.rollout.samples_per_task
     if batch % cfg.algo.mini_batches:
@@ -321,6 +332,15 @@ def _section_type(name: str) -> type:
     return typing.get_type_hints(Config)[name]
 
 
+def _type_name(typ: Any) -> str:
+    if typing.get_origin(typ) is Literal:
+        return "|".join(map(str, typing.get_args(typ)))
+    args = typing.get_args(typ)
+    if type(None) in args:
+        return "|".join("null" if a is type(None) else _type_name(a) for a in args)
+    return typ.__name__
+
+
 def describe() -> str:
     """Every key with its type, default and help: the body of `selfcorrect train --help`."""
     lines = []
@@ -331,7 +351,7 @@ def describe() -> str:
         for f in dataclasses.fields(section_type):
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             typ = hints[f.name]
-            type_name = "|".join(map(str, typing.get_args(typ))) if typing.get_origin(typ) is Literal else typ.__name__
-            lines.append(f"  {s.name}.{f.name} ({type_name}, default {default!r})")
+            type_name = _type_name(typ)
+            lines.append(f"  {s.name}.{f.name} ({type_name}, default {'null' if default is None else repr(default)})")
             lines.append(f"      {f.metadata['help']}")
     return "\n".join(lines)

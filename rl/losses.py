@@ -70,20 +70,20 @@ def ppo_clip_loss(logp, old_logp, advantages, mask, clip_eps: float, clip_eps_hi
 def policy_loss(logp, old_logp, ref_logp, advantages, kl_weights, mask, clip_eps: float, *, clip_eps_high: float | None = None,
                 kl_estimator: str = "k3", aggregation: str = "seq_mean_token_mean", num_sequences: int | None = None,
                 num_tokens: float | None = None, norm_constant: float = 1.0):
-    """PPO-clip plus a per-token-weighted KL to the reference (weights 0 leave it out, as when
-    the KL is put in the reward instead), aggregated as `aggregation` over a batch of
-    `num_sequences` / `num_tokens` (default: this micro-batch alone). Stats are per-sequence means."""
+    """PPO-clip plus a per-token-weighted KL to the reference, aggregated as `aggregation` over a
+    batch of `num_sequences` / `num_tokens` (default: this micro-batch alone). `ref_logp` None:
+    every KL weight is 0 (the reference was not run), so the loss has no KL term and no KL stat.
+    Stats are per-sequence means."""
     num_sequences = logp.shape[0] if num_sequences is None else num_sequences
     num_tokens = float(mask.sum()) if num_tokens is None else num_tokens
     pg, clipped = ppo_clip_loss(logp, old_logp, advantages, mask, clip_eps, clip_eps_high)
-    kl = kl_estimate(logp, ref_logp, kl_estimator)
-    loss = aggregate(pg + kl_weights * kl, mask, aggregation, num_sequences, num_tokens, norm_constant)
-    stats = {
-        "kl": masked_sequence_mean(kl.detach(), mask),
-        "clip_fraction": masked_sequence_mean(clipped, mask),
-        "pg_loss": masked_sequence_mean(pg.detach(), mask),
-    }
-    return loss, stats
+    stats = {"clip_fraction": masked_sequence_mean(clipped, mask), "pg_loss": masked_sequence_mean(pg.detach(), mask)}
+    per_token = pg
+    if ref_logp is not None:
+        kl = kl_estimate(logp, ref_logp, kl_estimator)
+        per_token = pg + kl_weights * kl
+        stats["kl"] = masked_sequence_mean(kl.detach(), mask)
+    return aggregate(per_token, mask, aggregation, num_sequences, num_tokens, norm_constant), stats
 
 
 def clipped_value_loss(values, old_values, targets, mask, clip: float) -> torch.Tensor:

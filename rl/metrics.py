@@ -154,3 +154,41 @@ def sampled_report(per_task: Sequence[Sequence[Sequence[bool]]], num_turns: int,
     for k in ks:
         report[f"{k}@{k * num_turns}"] = sum(pass_at_k(n, c[-1], k) for c in counts) / len(counts)
     return report
+
+
+# ---------------------------------------------------------------------------------------------
+# reports over episode records (rl/episode.py)
+
+
+def evaluation_metrics(episodes, num_turns: int, ks: Sequence[int]) -> dict[str, float]:
+    """What an evaluation reports (train's before/after and `selfcorrect eval`): per_turn_report
+    plus sampled_report over the episodes grouped by task."""
+    correct = [[t.correct for t in e.turns] for e in episodes]
+    by_task = group_by_task([e.task.task_id for e in episodes], correct)
+    return {**per_turn_report(correct, num_turns), **sampled_report(list(by_task.values()), num_turns, ks)}
+
+
+def step_metrics(episodes, num_turns: int) -> dict[str, float]:
+    """A training step's episode metrics, from records with credit: self-correction over the
+    sampled episodes (train/*), the repair curriculum's (repair/*), rewards per turn, lengths,
+    filtering and sandbox failures."""
+    sampled = [[t.correct for t in e.turns] for e in episodes if not e.turns[0].seeded]
+    seeded = [[t.correct for t in e.turns] for e in episodes if e.turns[0].seeded]
+    metrics = {f"train/{k}": v for k, v in self_correction_report(sampled, num_turns).items()} if sampled else {}
+    metrics["repair/seeded_fraction"] = len(seeded) / len(episodes)
+    if seeded:
+        metrics["repair/fixed"] = sum(c[-1] for c in seeded) / len(seeded)
+    rewards = [e.credit.rewards for e in episodes]
+    for t in range(num_turns):
+        at_t = [r[t] for r in rewards if len(r) > t]
+        if at_t:
+            metrics[f"reward/turn{t + 1}"] = sum(at_t) / len(at_t)
+    metrics["reward/mean"] = sum(sum(r) for r in rewards) / len(rewards)
+    turns = [t for e in episodes for t in e.turns]
+    metrics["episode/filtered_fraction"] = sum(not e.credit.trained for e in episodes) / len(episodes)
+    metrics["episode/turns"] = len(turns) / len(episodes)
+    metrics["episode/no_code_fraction"] = sum(t.code is None for t in turns) / len(turns)
+    metrics["episode/sandbox_failures"] = sum(t.verdicts.sandbox_failures for t in turns)
+    metrics["tokens/policy"] = sum(sum(e.layout.loss_mask) for e in episodes)
+    metrics["tokens/total"] = sum(len(e.layout.token_ids) for e in episodes)
+    return metrics

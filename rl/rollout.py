@@ -55,7 +55,6 @@ class RolloutWorker:
             # which the learner reproduces with logits / temperature.
             logprobs_mode="processed_logprobs",
         )
-        self.weight_version = 0
 
     def generate(self, prompts: list[list[int]], spec: SamplingSpec) -> list[list[Sample]]:
         """For each prompt (token ids), `spec.n` samples."""
@@ -75,11 +74,10 @@ class RolloutWorker:
             for out in outputs
         ]
 
-    def load_weights(self, path: str, version: int) -> str:
+    def load_weights(self, path: str) -> str:
         """Reload every parameter from a published file; returns the checksum of what was loaded."""
         (checksum,) = set(self.llm.collective_rpc("reload_weights_from", args=(path,)))
         self.llm.reset_prefix_cache()  # cached KV blocks were computed with the old weights
-        self.weight_version = version
         return checksum
 
     def held_weights_checksum(self, names: list[str]) -> str:

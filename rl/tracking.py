@@ -28,10 +28,6 @@ class Tracker:
                 name=run_dir.name, config={**cfg.to_dict(), "metadata": metadata},
             )
 
-    @property
-    def wandb_dir(self) -> str | None:
-        return self._wandb.dir if self._wandb is not None else None
-
     def log(self, step: int, metrics: dict) -> None:
         """All metrics to the JSONL file; the numeric ones to W&B (checksums are strings)."""
         self._file.write(json.dumps({"step": step, **metrics}) + "\n")
@@ -42,6 +38,12 @@ class Tracker:
     def summary(self, values: dict) -> None:
         if self._wandb is not None:
             self._wandb.summary.update(values)
+
+    def __enter__(self) -> "Tracker":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def close(self) -> None:
         self._file.close()

@@ -1,4 +1,5 @@
-"""Episodes: the text the environment shows the policy, and the exact tokens around its replies.
+"""The chat around the policy's replies: the text the built-in environments show, and the exact
+tokens of a multi-turn conversation.
 
 Turn 1 asks for a program. Each later turn appends feedback on the previous program and asks for
 a revision. The policy's sampled tokens are kept verbatim (never re-tokenised); only the
@@ -7,9 +8,9 @@ environment's text (task, feedback, chat markup) is tokenised here.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from typing import Sequence
 
-from envs.execution import ExecutionResult, TestResult, Verdict
+from envs.execution import TestResult, Verdict
 from envs.tasks import Task
 
 ANSWER_FORMAT = "Write your solution as one Python code block (```python ... ```)."
@@ -35,13 +36,12 @@ def extract_code(reply: str) -> str | None:
     return blocks[-1] if blocks else None
 
 
-def feedback_message(style: str, public: ExecutionResult | None, task: Task, max_chars: int, max_failures: int) -> str:
-    """What the environment says after a turn, before asking for a revision."""
-    if style == "instruction":
-        return INSTRUCTION_FEEDBACK
-    if public is None:  # the reply held no program
+def execution_feedback(public: Sequence[TestResult] | None, task: Task, max_chars: int, max_failures: int) -> str:
+    """RLEF's feedback after a turn: the failing public tests (input, expected, got or the error);
+    `public` is None when the reply held no program."""
+    if public is None:
         return f"Your reply did not contain a Python code block. {ANSWER_FORMAT}"
-    failures = [(test, result) for test, result in zip(task.public_tests, public.tests) if result.verdict is not Verdict.PASS]
+    failures = [(test, result) for test, result in zip(task.public_tests, public) if result.verdict is not Verdict.PASS]
     if not failures:
         text = "Your code passed the public tests. Check it for edge cases and output the final program."
         return text
@@ -63,6 +63,7 @@ def _describe_failure(test, result: TestResult) -> str:
         Verdict.TIMEOUT: "took too long",
         Verdict.MEMORY: "ran out of memory",
         Verdict.OUTPUT_LIMIT: "printed too much output",
+        Verdict.SANDBOX: "could not be run (sandbox failure, not your program's fault)",
     }.get(result.verdict, f"error: {result.message}")
     return f"- Test: {test.describe()}\n  Result: {reason}"
 
@@ -92,8 +93,9 @@ class ChatFormat:
         self._feedback_template = follow[len(closed):]                             # e.g. "<|im_start|>user\n\x00F\x00<|im_end|>\n<|im_start|>assistant\n"
         self._eos_text = tokenizer.decode([self.eos_token_id]) if self.eos_token_id is not None else ""
 
-    def first_prompt_ids(self, task: Task) -> list[int]:
-        messages = [{"role": "user", "content": first_user_message(task)}]
+    def first_prompt_ids(self, message: str) -> list[int]:
+        """The chat-templated first user message, ready for the assistant's reply."""
+        messages = [{"role": "user", "content": message}]
         return list(self.tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True, return_dict=False))
 
     def feedback_ids(self, feedback: str, reply_ids: list[int]) -> list[int]:
@@ -103,28 +105,3 @@ class ChatFormat:
             closing = closing[len(self._eos_text):]
         text = closing + self._feedback_template.replace("\x00F\x00", feedback)
         return self.tokenizer.encode(text, add_special_tokens=False)
-
-
-@dataclass
-class Turn:
-    """One attempt: the environment's tokens before it, the policy's reply, and how it fared."""
-
-    prompt_ids: list[int]            # environment tokens shown before this reply (whole prompt at turn 1)
-    response_ids: list[int]          # exactly the tokens vLLM sampled
-    response_logprobs: list[float]   # their logprobs under the sampling policy
-    finish_reason: str
-    text: str
-    code: str | None
-    public: ExecutionResult | None = None   # None when the reply held no code
-    hidden: ExecutionResult | None = None
-    seeded: bool = False             # written by the environment (repair curriculum), not sampled
-
-
-@dataclass
-class Episode:
-    task: Task
-    sample_index: int
-    weight_version: int
-    turns: list[Turn] = field(default_factory=list)
-    feedback: list[str] = field(default_factory=list)   # feedback[i] was shown after turns[i]
-    attempt: int = 0          # which first attempt of its task this episode continues

@@ -1,0 +1,175 @@
+"""The runtime both commands share: the checks on user input, then the pieces that run a job —
+the sandbox, Ray, the rollout workers and (for training) the learner — started cheapest first so
+that bad input fails in seconds, and stopped in reverse order whatever happens.
+
+    tasks = load_split(cfg, "train", cfg.data.limit)          # ConfigError names the key
+    with Runtime(cfg, resolve_model(cfg), learner=True) as rt:
+        env = rt.environment(cfg.episode.environment, tasks)
+        episodes = rt.episodes(env, tasks, samples_per_task=4, revisions=1, temperature=1.0)
+"""
+from __future__ import annotations
+
+import contextlib
+import shutil
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from rl.config import Config, ConfigError
+
+
+def load_split(cfg: Config, split: str, limit: int | None) -> list:
+    """The tasks of `split` ("train", "heldout" or "all") of the configured dataset."""
+    from envs.datasets import DatasetError, load_tasks
+
+    data = cfg.data
+    options = {"path": data.path} if data.dataset == "jsonl" else {}
+    try:
+        return load_tasks(data.dataset, split, data.heldout_fraction, data.split_seed, limit, **options)
+    except DatasetError as exc:
+        raise ConfigError(f"data.dataset: {exc}") from None
+
+
+def resolve_model(cfg: Config) -> str:
+    """model.path as a folder or hub id that from_pretrained and vLLM load offline."""
+    from rl.models import resolve_model_path
+
+    try:
+        path = resolve_model_path(cfg.model.path)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"model.path: {exc}") from None
+    # resolve_model_path passes unknown names on as hub ids; a hub id is "name" or "org/name"
+    if not Path(path).exists() and (path.startswith(("/", ".", "~")) or path.count("/") > 1):
+        raise ConfigError(f"model.path: {cfg.model.path!r}: no such folder (and not a hub id)")
+    return path
+
+
+class Runtime:
+    """Started by `with`: the sandbox (a canary program through the chosen level; with the Ray
+    sandbox pool, after Ray), Ray (joined, or a local one on loopback), the rollout workers, the
+    learner when `learner=True`. Attributes: executor, rollout, learner, tokenizer, chat,
+    publish_dir (where weights are published for the workers)."""
+
+    def __init__(self, cfg: Config, model_path: str, *, learner: bool, run_name: str = "eval"):
+        self.cfg, self.model_path, self.with_learner = cfg, model_path, learner
+        self.publish_dir = str(Path(cfg.weight_sync.directory) / run_name)
+        self.timers: dict[str, float] = {}
+        self.executor = self.rollout = self.learner = None
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> "Runtime":
+        from transformers import AutoTokenizer
+
+        from envs.chat import ChatFormat
+
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+            self.chat = ChatFormat(self.tokenizer)
+            if self.cfg.sandbox.backend == "local":   # seconds, and needs no Ray: before everything else
+                self._start_sandbox()
+            self._start_ray()
+            if self.executor is None:
+                self._start_sandbox()
+            self._start_workers()
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stack.close()
+
+    def _start_sandbox(self) -> None:
+        from envs.sandbox import make_executor
+
+        s = self.cfg.sandbox
+        executor = make_executor(s.level, s.allow_unisolated, s.workers or 0, s.backend)
+        self._stack.callback(executor.close)
+        print(f"sandbox: {executor.info['level']} isolation, {executor.info['workers']} slots ({s.backend})")
+        self.executor = _TimedExecutor(executor, self.timers)
+
+    def _start_ray(self) -> None:
+        import ray
+
+        from rl.cluster import init_ray
+
+        if not ray.is_initialized():
+            init_ray(self.cfg)
+            self._stack.callback(ray.shutdown)
+
+    def _start_workers(self) -> None:
+        from rl.advantages import estimator
+        from rl.cluster import LearnerGroup, RolloutGroup
+
+        if self.with_learner:
+            self.learner = LearnerGroup(self.cfg, self.model_path, estimator(self.cfg.algo.advantage))
+            self._stack.callback(shutil.rmtree, self.publish_dir, ignore_errors=True)
+        self.rollout = RolloutGroup(self.cfg, self.model_path)
+        nodes = self.rollout.node_ids()   # returns once every worker's engine is up
+        if self.learner is not None and set(nodes) != {self.learner.node_id()}:
+            raise ConfigError("weight_sync: the shared-memory weight transport needs every rollout worker on the learner's node")
+        self.generate = _timed(self.rollout.generate, self.timers, "generation")
+
+    def environment(self, name: str, tasks: Sequence):
+        """The environment `name` over `tasks` (repair verifies its faulty programs here)."""
+        from envs.datasets import DatasetError
+        from envs.environments import make_environment
+
+        try:
+            env = make_environment(name, self.cfg.episode, self.cfg.sandbox, self.executor, tasks, self.cfg.run.seed)
+        except (DatasetError, ValueError) as exc:
+            raise ConfigError(str(exc)) from None
+        faulty = getattr(env, "faulty", None)
+        if faulty is not None:
+            print(f"repair curriculum: faulty first attempts for {len(faulty.programs)} of {len(tasks)} tasks")
+        return env
+
+    def episodes(self, env, tasks: Sequence, *, samples_per_task: int, revisions: int, temperature: float,
+                 weight_version: int = 0) -> list:
+        from rl.episode import run_episodes
+        from rl.rollout import SamplingSpec
+
+        r = self.cfg.rollout
+        spec = SamplingSpec(1, temperature, r.top_p if temperature > 0 else 1.0, r.max_new_tokens)
+        return run_episodes(tasks, env, self.generate, self.chat, self.tokenizer, samples_per_task=samples_per_task,
+                            revisions=revisions, sampling=spec, weight_version=weight_version,
+                            max_model_len=self.cfg.model.max_model_len)
+
+
+def evaluate(rt: Runtime, env, tasks: Sequence, *, samples: int, temperature: float, ks: Sequence[int],
+             chunk_tasks: int | None = None, weight_version: int = 0, progress: Callable[[str], None] | None = None):
+    """Independent episodes (one per sample: revisions shape training batches only) on `tasks`,
+    in chunks of `chunk_tasks`; returns (episodes, the report of rl/metrics.py:evaluation_metrics)."""
+    from rl.metrics import evaluation_metrics
+
+    started, episodes = time.monotonic(), []
+    chunk = chunk_tasks or len(tasks)
+    for i in range(0, len(tasks), chunk):
+        episodes += rt.episodes(env, tasks[i:i + chunk], samples_per_task=samples, revisions=1,
+                                temperature=temperature, weight_version=weight_version)
+        if progress is not None:
+            done = min(i + chunk, len(tasks))
+            acc = sum(e.turns[-1].correct for e in episodes) / len(episodes)
+            progress(f"{done}/{len(tasks)} tasks, {len(episodes)} episodes, final-turn accuracy so far "
+                     f"{100 * acc:.1f}%, {time.monotonic() - started:.0f} s")
+    return episodes, evaluation_metrics(episodes, rt.cfg.episode.max_turns, ks)
+
+
+class _TimedExecutor:
+    """The executor, with the seconds spent in `run` accumulating in timers['execution']."""
+
+    def __init__(self, executor, timers: dict):
+        self.isolation, self.info = executor.isolation, executor.info
+        self.run = _timed(executor.run, timers, "execution")
+        self.close = executor.close
+
+
+def _timed(fn, bucket: dict, key: str):
+    """Wrap `fn` so the seconds spent in it accumulate in bucket[key]."""
+    def wrapper(*args, **kwargs):
+        start = time.monotonic()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            bucket[key] = bucket.get(key, 0.0) + time.monotonic() - start
+    return wrapper

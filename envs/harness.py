@@ -40,8 +40,12 @@ import time
 import traceback
 
 MAX_TEXT = 400              # message / got fields are cut to this many characters
-MAX_FRAME = 16 << 20        # largest request or reply frame accepted
+MAX_FRAME = 16 << 20        # largest frame the trusted parts exchange (requests, verdicts)
+MAX_REPLY = 4 << 20         # largest reply frame accepted from a worker (its JSON; decoding is bounded below)
 MAX_DEPTH = 100             # deepest nesting a transferred value may have
+MAX_NODES = 1 << 20         # most values (containers and scalars together) one reply may decode into
+MAX_SAME_HASH = 64          # most set members or dict keys of one value that may share a hash
+JUDGE_MEMORY_MB = 2048      # the judge's address-space limit, where the executor sets none
 WORKER_FDS = (3, 4)         # the worker's RPC pipes: requests in, replies out
 EXIT_MEMORY = 99            # a stdio run that ended in MemoryError (the program could fake it, for nothing)
 
@@ -156,27 +160,65 @@ _TAGS = {tuple: "t", set: "s", frozenset: "f"}
 _BUILD = {"t": tuple, "s": set, "f": frozenset}
 
 
-def decode(obj, depth=0):
+def decode(obj):
+    """Fresh built-in objects from a transferred value. The value comes from the program, so the
+    cost is bounded: nesting, the number of values, and hash collisions (a set of values that
+    all share one hash, e.g. multiples of 2**61 - 1, takes quadratic time to build)."""
+    return _decode(obj, 0, [MAX_NODES])
+
+
+def _decode(obj, depth, budget):
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise ValueError(f"value has more than {MAX_NODES} parts")
     if depth > MAX_DEPTH:
         raise ValueError("value nested too deeply to transfer")
     if obj is None or type(obj) in (bool, int, float, str):
         return obj
     if type(obj) is list:
-        return [decode(v, depth + 1) for v in obj]
+        return [_decode(v, depth + 1, budget) for v in obj]
     if type(obj) is not dict or len(obj) != 1:
         raise ValueError("malformed value")
     (tag, body), = obj.items()
-    if tag in _BUILD:
-        return _BUILD[tag](decode(v, depth + 1) for v in body)
-    if tag == "d":
-        return {decode(k, depth + 1): decode(v, depth + 1) for k, v in body}
-    if tag == "b":
+    if tag in _BUILD or tag == "d":
+        if type(body) is not list:
+            raise ValueError("malformed value")
+        if tag == "d":
+            pairs = [(_decode(k, depth + 1, budget), _decode(v, depth + 1, budget)) for k, v in _pairs(body)]
+            _check_hashes([k for k, _ in pairs])
+            return dict(pairs)
+        items = [_decode(v, depth + 1, budget) for v in body]
+        if tag != "t":
+            _check_hashes(items)
+        return _BUILD[tag](items)
+    if tag == "b" and type(body) is str:
         return bytes.fromhex(body)
-    if tag == "c":
+    if tag == "c" and type(body) is list and len(body) == 2:
         return complex(float(body[0]), float(body[1]))
     if tag == "o":
-        return Opaque(str(body))
-    raise ValueError(f"unknown value tag {tag!r}")
+        return Opaque(_short(body))
+    raise ValueError(f"unknown value tag {_short(repr(tag))}")
+
+
+def _pairs(body):
+    for pair in body:
+        if type(pair) is not list or len(pair) != 2:
+            raise ValueError("malformed value")
+        yield pair
+
+
+def _check_hashes(items):
+    """Refuse a would-be set or dict whose members collide on one hash more than MAX_SAME_HASH
+    times. Sorted, not counted in a dict: hash values themselves can be made to collide."""
+    try:
+        hashes = sorted(hash(item) for item in items)
+    except TypeError:
+        raise ValueError("unhashable member of a set or dict key") from None
+    run = 1
+    for a, b in zip(hashes, hashes[1:]):
+        run = run + 1 if a == b else 1
+        if run > MAX_SAME_HASH:
+            raise ValueError("set or dict whose members collide on one hash")
 
 
 # ----------------------------------------------------------------------------- process setup
@@ -221,10 +263,19 @@ def _set_limits(limits):
         resource.setrlimit(getattr(resource, name), (value, hard))
 
 
+def limit_judge_memory(config):
+    """The judge's own address-space limit: a reply or a test that balloons it raises
+    MemoryError there (that test's sandbox verdict) instead of taking the machine's memory."""
+    limit = config.get("judge_memory_mb", JUDGE_MEMORY_MB) << 20
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
 # ----------------------------------------------------------------------------- worker
 
-def _worker(part_a, config, mode, stdin_text, fds, enter=None):
-    """Child of the launcher: becomes the untrusted process and never returns."""
+def _worker(part_a, config, mode, stdin_text, fds, enter=None, confine=None):
+    """Child of the launcher: becomes the untrusted process and never returns.
+
+    confine: run last, right before the program (the fork server's seccomp filter)."""
     try:
         set_name("sandbox-worker")
         if enter is not None:
@@ -254,6 +305,8 @@ def _worker(part_a, config, mode, stdin_text, fds, enter=None):
         sys.stdout = open(1, "w", buffering=1, closefd=False)
         sys.stderr = open(2, "w", buffering=1, closefd=False)
         source = part_a["setup_code"] + "\n" + part_a["program"]
+        if confine is not None:
+            confine()
         code = _serve_functions(source, part_a["entry_point"]) if mode == "functions" else _run_main(source)
     except BaseException:
         code = 70
@@ -326,12 +379,13 @@ def _describe(exc):
 
 # ----------------------------------------------------------------------------- launcher
 
-def _launcher(sock, part_a, config, enter=None, deadline=None):
+def _launcher(sock, part_a, config, enter=None, deadline=None, confine=None):
     """Fork workers on the judge's command and report how each ended, until the judge hangs up
     (or `deadline`, a time.monotonic() value, passes). Then kill the process groups of the
     workers still alive and return their pids, not yet reaped. Never runs untrusted code.
 
     enter: run first in each new worker, before it drops privileges (joining cgroups, chroot).
+    confine: run last in each new worker, right before the program.
     """
     workers = {}  # id -> (pid, pidfd)
     sel = selectors.DefaultSelector()
@@ -357,7 +411,7 @@ def _launcher(sock, part_a, config, enter=None, deadline=None):
                         _kill_group(workers[cmd["id"]][0])
                     continue
                 next_id += 1
-                pid, judge_fds = _spawn(part_a, config, cmd, enter)
+                pid, judge_fds = _spawn(part_a, config, cmd, enter, confine)
                 pidfd = os.pidfd_open(pid)
                 workers[next_id] = (pid, pidfd)
                 sel.register(pidfd, selectors.EVENT_READ, next_id)
@@ -401,7 +455,7 @@ def _kill_group(pid):
         pass
 
 
-def _spawn(part_a, config, cmd, enter=None):
+def _spawn(part_a, config, cmd, enter=None, confine=None):
     """Fork one worker; return its pid and the judge's ends of its pipes."""
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
@@ -415,7 +469,7 @@ def _spawn(part_a, config, cmd, enter=None):
         stdin_text = part_a["stdio_inputs"][cmd["index"]]
     pid = os.fork()
     if pid == 0:
-        _worker(part_a, config, cmd["mode"], stdin_text, child_fds, enter)
+        _worker(part_a, config, cmd["mode"], stdin_text, child_fds, enter, confine)
     for fd in child_fds:
         os.close(fd)
     return pid, judge_fds
@@ -424,7 +478,8 @@ def _spawn(part_a, config, cmd, enter=None):
 # ----------------------------------------------------------------------------- judge
 
 class _Fault(BaseException):
-    """The worker failed in a way that decides the verdict (timeout, memory, crash...).
+    """The worker failed in a way that decides the verdict (timeout, memory, crash...), or the
+    sandbox's own machinery did (verdict "sandbox_error").
 
     A BaseException so that test code's `except Exception` cannot swallow it."""
 
@@ -433,12 +488,75 @@ class _Fault(BaseException):
         self.verdict, self.message = verdict, message
 
 
+def _sandbox_fault(what):
+    return _Fault("sandbox_error", _short(f"error: sandbox: {what}"))
+
+
 class ProgramError(Exception):
-    """Raised in test code when the program raised an exception that is not a built-in one."""
+    """The program raised: its exception as data (`type_name`, the message, `sandbox_traceback`),
+    never a live object of the program's type.
+
+    For an ordinary built-in type it is also an instance of that type, through a subclass made
+    here, so a test's `except ValueError` still works. Types that steer the judge's own control
+    flow are never mimicked: StopIteration (it would end the judge's iteration, so that
+    `all(map(candidate, cases))` passes), StopAsyncIteration, AssertionError (a failed test),
+    and everything outside Exception (SystemExit, KeyboardInterrupt, GeneratorExit)."""
+
+    type_name = "Exception"
+    sandbox_traceback = ""
+
+
+_NOT_MIMICKED = (StopIteration, StopAsyncIteration, AssertionError)
+_MIMICS = {}
+
+
+def _mimic(name):
+    """The ProgramError subclass standing for built-in exception `name` (ProgramError if none may)."""
+    kind = getattr(builtins, name, None)
+    if not (isinstance(kind, type) and issubclass(kind, Exception)) or issubclass(kind, _NOT_MIMICKED):
+        return ProgramError
+    if kind not in _MIMICS:
+        try:
+            _MIMICS[kind] = type(name, (ProgramError, kind), {"__module__": "builtins"})
+        except TypeError:  # a base whose layout cannot be combined
+            _MIMICS[kind] = ProgramError
+    return _MIMICS[kind]
+
+
+def _raised(reply):
+    """The exception a worker's reply reports, as three short strings, whatever it put there."""
+    raised = reply.get("raised")
+    raised = raised if type(raised) is dict else {}
+    return {key: _short(raised[key]) if type(raised.get(key)) is str else "" for key in ("type", "message", "traceback")}
+
+
+def _program_exception(raised):
+    """What a call raises in the judge when the program raised (`raised` from `_raised`)."""
+    if raised["type"] == "MemoryError":
+        return _Fault("memory", "MemoryError")
+    if raised["type"] == "RecursionError":
+        return _Fault("error", raised["traceback"])
+    try:
+        exc = _mimic(raised["type"])(raised["message"])
+    except Exception:  # a type whose constructor wants more (UnicodeDecodeError)
+        exc = ProgramError(raised["message"])
+    exc.type_name, exc.sandbox_traceback = raised["type"] or "Exception", raised["traceback"] or raised["message"]
+    return exc
+
+
+def _signal_name(number):
+    try:
+        return signal.Signals(number).name
+    except ValueError:  # real-time signals have no name of their own
+        if signal.SIGRTMIN < number <= signal.SIGRTMAX:
+            return f"SIGRTMIN+{number - signal.SIGRTMIN}"
+        return "unknown signal"
 
 
 class _Worker:
     """The judge's handle on one worker: its pipes, output budget and fate."""
+
+    MAX_PENDING = 4   # replies the program wrote ahead of the calls that would ask for them
 
     def __init__(self, judge, mode, index=None):
         self.judge = judge
@@ -461,26 +579,45 @@ class _Worker:
             data = os.read(fd, 1 << 16)
         except BlockingIOError:
             return
+        except OSError:
+            data = b""
         if not data:
             self.judge.sel.unregister(fd)
             return
-        if fd == self.rep_r:
-            self.buffer += data
-            while len(self.buffer) >= 4:
-                (size,) = struct.unpack("<I", self.buffer[:4])
-                if size > MAX_FRAME:
-                    self.fail(_Fault("error", "the program returned a value too large to transfer"))
-                    return
-                if len(self.buffer) < 4 + size:
-                    break
-                self.replies.append(json.loads(bytes(self.buffer[4:4 + size])))
-                del self.buffer[:4 + size]
+        self.take(fd, data)
+
+    def take(self, fd, data):
+        """Bytes read from one of the worker's pipes: replies are framed and parsed, output is
+        kept up to the output limit. Whatever the worker writes, this only sets a fault."""
+        if fd != self.rep_r:
+            target = self.stdout if fd == self.out_r else self.stderr
+            room = self.judge.output_limit - len(self.stdout) - len(self.stderr)
+            target += data[:max(room, 0)]
+            if len(data) > room:
+                self.fail(_Fault("output_limit", f"wrote more than {self.judge.output_limit} bytes of output"))
             return
-        target = self.stdout if fd == self.out_r else self.stderr
-        room = self.judge.output_limit - len(self.stdout) - len(self.stderr)
-        target += data[:max(room, 0)]
-        if len(data) > room:
-            self.fail(_Fault("output_limit", f"wrote more than {self.judge.output_limit} bytes of output"))
+        self.buffer += data
+        while len(self.buffer) >= 4 and self.fault is None:
+            (size,) = struct.unpack("<I", self.buffer[:4])
+            if size > MAX_REPLY:
+                self.fail(_Fault("error", "the program returned a value too large to transfer"))
+            elif len(self.buffer) < 4 + size:
+                return
+            elif len(self.replies) >= self.MAX_PENDING:
+                self.fail(_Fault("error", "the program wrote replies no call asked for"))
+            else:
+                frame = bytes(self.buffer[4:4 + size])
+                del self.buffer[:4 + size]
+                try:  # too deep (RecursionError), an int of too many digits, bad UTF-8 (ValueError)
+                    reply = json.loads(frame)
+                except (ValueError, RecursionError) as exc:
+                    reply = exc
+                if type(reply) is dict:
+                    self.replies.append(reply)
+                else:
+                    self.fail(_Fault("error", f"the program's reply could not be read: {_short(reply)}"))
+        if self.fault is not None:
+            self.buffer.clear()
 
     def fail(self, fault):
         if self.fault is None:
@@ -499,18 +636,19 @@ class _Worker:
             self.drain()
 
     def drain(self):
+        """What is left in the pipes of a worker that ended. A process it left behind may still
+        hold them and keep writing, so at most one output limit and one reply more are read."""
+        budget = self.judge.output_limit + MAX_REPLY + 8
         for fd in self.fds():
-            while True:
+            while budget > 0 and self.fault is None:
                 try:
-                    data = os.read(fd, 1 << 16)
-                except (BlockingIOError, OSError):
+                    data = os.read(fd, min(1 << 16, budget))
+                except OSError:
                     break
                 if not data:
                     break
-                if fd == self.rep_r:
-                    self.buffer += data
-                else:
-                    (self.stdout if fd == self.out_r else self.stderr).extend(data)
+                budget -= len(data)
+                self.take(fd, data)
 
     def call(self, args, kwargs, deadline):
         if self.fault is not None:
@@ -529,8 +667,8 @@ class _Worker:
                 view = view[os.write(self.req_w, view):]
             except BlockingIOError:
                 self.wait(lambda: True, min(deadline, time.monotonic() + 0.01))
-            except BrokenPipeError:
-                self.wait(lambda: False, deadline)
+            except OSError:  # EPIPE: the program closed its end of the call pipe
+                self.fail(_Fault("error", "the program closed its call pipe"))
             if self.fault is not None:
                 raise self.fault
             if self.exit is not None:
@@ -552,21 +690,23 @@ class _Worker:
         elif sig == signal.SIGSEGV:
             fault = _Fault("error", "segmentation fault")
         elif sig:
-            fault = _Fault("error", f"killed by signal {sig} ({signal.Signals(sig).name})")
+            fault = _Fault("error", f"killed by signal {sig} ({_signal_name(sig)})")
         else:
             fault = _Fault("error", f"the program exited (status {code}) before the test finished")
         self.fault = fault
         return fault
 
     def close(self):
-        if self.exit is None:
-            self.fail(self.fault or _Fault("error", "closed"))
-        for fd in self.fds() + ([self.req_w] if self.req_w is not None else []):
-            try:
-                self.judge.sel.unregister(fd)
-            except (KeyError, ValueError):
-                pass
-            os.close(fd)
+        try:
+            if self.exit is None:
+                self.fail(self.fault or _Fault("error", "closed"))
+        finally:
+            for fd in self.fds() + ([self.req_w] if self.req_w is not None else []):
+                try:
+                    self.judge.sel.unregister(fd)
+                except (KeyError, ValueError):
+                    pass
+                os.close(fd)
 
 
 class _Remote:
@@ -581,30 +721,12 @@ class _Remote:
         if "value" in reply:
             try:
                 return decode(reply["value"])
-            except (ValueError, TypeError, KeyError) as exc:
+            except (ValueError, TypeError, RecursionError) as exc:
                 raise _Fault("error", f"the program's reply could not be read: {exc}") from None
-        raise _program_exception(reply["raised"])
+        raise _program_exception(_raised(reply))
 
     def __repr__(self):
         return f"<function {self.name}>"
-
-
-def _program_exception(raised):
-    """The program's exception, as a built-in exception of the same type when there is one."""
-    name, message = str(raised.get("type")), _short(raised.get("message", ""))
-    if name == "MemoryError":
-        return _Fault("memory", "MemoryError")
-    if name == "RecursionError":
-        return _Fault("error", _short(raised.get("traceback", "")))
-    kind = getattr(builtins, name, None)
-    if not (isinstance(kind, type) and issubclass(kind, Exception)):
-        kind = ProgramError
-    try:
-        exc = kind(message)
-    except BaseException:
-        exc = ProgramError(message)
-    exc.sandbox_traceback = _short(raised.get("traceback", message))
-    return exc
 
 
 class Judge:
@@ -616,19 +738,36 @@ class Judge:
         self.workers = {}
         self.function = None
         self.load_fault = None
+        self.time_limit, self.deadline = 0.0, math.inf
 
-    # -- launcher channel
+    # -- launcher channel: a failure here is the sandbox's, never the program's
+
+    def machinery_fault(self, what):
+        """Past the request's deadline, the launcher giving up is its backstop: a timeout."""
+        if time.monotonic() >= self.deadline:
+            return _Fault("timeout", f"exceeded the {self.time_limit:g}s time limit")
+        return _sandbox_fault(what)
 
     def send(self, cmd):
-        self.sock.send(json.dumps(cmd).encode())
+        try:
+            self.sock.send(json.dumps(cmd).encode())
+        except OSError as exc:
+            raise self.machinery_fault(f"the launcher is gone ({exc.strerror})") from None
+
+    def receive(self, max_fds=0):
+        """One message from the launcher (trusted: it never runs untrusted code)."""
+        try:
+            msg, fds, _, _ = socket.recv_fds(self.sock, 1 << 16, max_fds)
+        except OSError as exc:
+            raise self.machinery_fault(f"the launcher is gone ({exc.strerror})") from None
+        if not msg:
+            raise self.machinery_fault("the launcher died")
+        return json.loads(msg), fds
 
     def command(self, cmd):
         self.send(cmd)
         while True:  # exit notices of earlier workers may arrive before the answer
-            msg, fds, _, _ = socket.recv_fds(self.sock, 1 << 16, 8)
-            if not msg:
-                raise RuntimeError("the launcher died")
-            reply = json.loads(msg)
+            reply, fds = self.receive(8)
             if "exited" in reply:
                 self._exited(reply)
                 continue
@@ -642,10 +781,7 @@ class Judge:
     def pump(self, timeout):
         for key, _ in self.sel.select(timeout):
             if key.data is None:
-                msg = self.sock.recv(1 << 16)
-                if not msg:
-                    raise RuntimeError("the launcher died")
-                self._exited(json.loads(msg))
+                self._exited(self.receive()[0])
             else:
                 key.data.on_readable(key.fd)
 
@@ -670,19 +806,21 @@ class Judge:
                 raise _Fault("timeout", f"exceeded the {self.time_limit:g}s time limit")
             self.function = self.start("functions")
             loaded = self.function.reply(self.deadline)
-            if not loaded["loaded"]:
-                raised = loaded["raised"]
+            if loaded.get("loaded") is not True:
+                raised = _raised(loaded)
                 if raised["type"] == "MemoryError":
                     self.load_fault = _Fault("memory", "MemoryError while loading the program")
                 else:
-                    self.load_fault = _Fault("error", "program failed to load: " + _short(raised["traceback"]))
-            elif not loaded["has_entry"]:
+                    self.load_fault = _Fault("error", "program failed to load: " + raised["traceback"])
+            elif loaded.get("has_entry") is not True:
                 self.load_fault = _Fault("error", f"the program does not define a function `{self.entry_point}`")
             if self.load_fault is not None:
                 raise self.load_fault
         return self.function
 
     def run(self, part_b):
+        """Report one verdict per test, in order. Nothing a worker does makes this raise: a fault
+        of the sandbox itself becomes that test's sandbox_error."""
         self.time_limit = part_b["time_limit_s"]
         self.entry_point = part_b["entry_point"]
         self.deadline = time.monotonic() + self.time_limit
@@ -695,13 +833,20 @@ class Judge:
             namespace[self.entry_point] = _Remote(self, self.entry_point)
         stdio_index = 0
         for test in part_b["tests"]:
-            if test["kind"] == "stdio":
-                verdict = self.stdio_test(stdio_index, test["expected"])
-                stdio_index += 1
-            elif setup_error:
-                verdict = ("error", setup_error, "")
-            else:
-                verdict = self.function_test(namespace, test)
+            try:
+                if test["kind"] == "stdio":
+                    stdio_index += 1
+                    verdict = self.stdio_test(stdio_index - 1, test["expected"])
+                elif setup_error:
+                    verdict = ("error", setup_error, "")
+                else:
+                    verdict = self.function_test(namespace, test)
+            except _Fault as fault:
+                verdict = (fault.verdict, fault.message, "")
+            except MemoryError:
+                verdict = ("sandbox_error", "error: sandbox: the judge ran out of memory", "")
+            except BaseException as exc:
+                verdict = ("sandbox_error", f"error: sandbox: {exc!r}", "")
             self.report(*verdict)
         if self.function is not None:
             self.function.close()
@@ -727,6 +872,8 @@ class Judge:
             return (fault.verdict, fault.message, "")
         except AssertionError as exc:
             return ("fail", str(exc) or "assertion failed", "")
+        except MemoryError:
+            return ("sandbox_error", "error: sandbox: the judge ran out of memory", "")
         except BaseException as exc:
             tail = getattr(exc, "sandbox_traceback", None)
             if tail is None:
@@ -796,6 +943,7 @@ def judge(sock, request_fd, config, report):
     """
     set_name("sandbox-judge")
     become(config["judge_uid"], die_with_parent=config["die_with_parent"])
+    limit_judge_memory(config)
     try:
         Judge(report, sock, config).run(read_frame(request_fd))
     finally:
@@ -805,10 +953,6 @@ def judge(sock, request_fd, config, report):
 def main():
     """Stand-alone judge for the levels that start one interpreter per request."""
     config = json.loads(sys.argv[1])
-    if config.pop("worker_uid_from_pid", False):
-        config["worker_uid"] = config["uid_base"] + 2 * os.getpid()   # unique while we live
-        config["judge_uid"] = config["worker_uid"] + 1
-        config["kill_uid"] = True   # no pid namespace here to take the stragglers with it
     if config["workdir"] is None:
         import tempfile
         config["workdir"] = tempfile.mkdtemp(prefix="selfcorrect-task-")

@@ -51,8 +51,12 @@ class SlotCgroups:
         self.dirs = dirs  # controller -> [directory, version]
 
     @classmethod
-    def create(cls, name):
-        """Make the slot's groups under this process's own; those we may not create are left out."""
+    def create(cls, name, socket_bytes):
+        """Make the slot's groups under this process's own; those we may not create are left out.
+
+        socket_bytes: the TCP buffer memory the slot's tasks may hold. cgroup v2 charges socket
+        memory to memory.max; v1 leaves it uncharged unless memory.kmem.tcp.limit_in_bytes is
+        set, which turns the accounting on for the group, with that limit."""
         dirs = {}
         for controller, (point, version) in _mounts().items():
             parent = os.path.join(point, _own_path(controller if version == 1 else 0))
@@ -65,6 +69,8 @@ class SlotCgroups:
             except OSError:
                 continue
             dirs[controller] = [path, version]
+            if controller == "memory" and version == 1:
+                _write(path, "memory.kmem.tcp.limit_in_bytes", str(socket_bytes))
         return cls(dirs)
 
     def open_procs(self):

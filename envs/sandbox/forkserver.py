@@ -1,52 +1,61 @@
 """The pre-forked execution server of the "namespaces" level. Standard library only.
 
-Started once per slot as `python -I -S forkserver.py CONFIG_JSON` (root required). Part A of each
-request (program, setup code, stdio inputs) arrives on stdin, part B (the tests) on the fd
-config["tests_fd"]; the verdicts leave on stdout. Four roles:
+Started once per slot as `python -I -S forkserver.py` (root required). Its configuration is the
+first frame on stdin (not argv: every process of the slot shows its argv in /proc/self/cmdline);
+part A of each request (program, setup code, stdio inputs) follows on stdin, part B (the tests)
+arrives on the fd config["tests_fd"]; the verdicts leave on stdout. Five roles:
 
-  server   builds a read-only root once, in a mount namespace of its own, and starts the judge.
-           Per request it reads part A, enters fresh mount/pid/net/ipc/uts namespaces itself,
-           mounts the task's private tmpfs, forks the task's init, and is the task's launcher
-           (envs/harness.py): it forks workers on the judge's command and reports how each
-           ended. When the judge is done it kills the init, reaps every worker and returns to its
-           own namespaces (setns). It never reads a test: no worker, a fork of it, ever held an
+  zygote   builds a read-only root once, in a mount namespace of its own, builds the workers'
+           seccomp filter, imports the preloaded modules and starts the judge. Then, for each
+           request, it forks a task server and waits for it. It never reads a request: every
+           task server starts from a state that never held another request's data.
+  task     one per request, a fresh fork of the zygote: reads part A, enters fresh mount, pid,
+  server   net, ipc and uts namespaces, mounts the task's private tmpfs, spawns the task's init
+           and is the task's launcher (envs/harness.py): it forks workers on the judge's command
+           and reports how each ended. When the judge is done it kills the init, reaps every
+           worker and exits. It never reads a test: no worker, a fork of it, ever held an
            expected value.
   judge    one per slot, forked at start: chrooted into the root, in network/ipc/uts namespaces
-           of its own, unprivileged. Per request it gets the task's channel to the server, reads
-           part B, runs the tests against the workers, and writes the verdicts to stdout once the
-           server has closed the channel, that is once no process of the task is left.
-  init     pid 1 of the task's pid namespace: an idle `cat` reading a pipe the server holds.
-           Killing it makes the kernel kill every process left in the namespace, daemons
-           included; it ends by itself when the server dies (end of its pipe).
-  workers  the untrusted processes (envs/harness.py), each joining the slot's cgroups and
-           chrooting before it drops to the task's uid; the task's first mounts its /proc.
+           of its own, unprivileged, under an address-space limit. Per request it gets the
+           task's channel, reads part B, runs the tests against the workers, and writes the
+           verdicts to stdout once the task server has exited, that is once no process of the
+           task is left.
+  init     pid 1 of the task's pid namespace: an idle `cat` reading a pipe the task server
+           holds, with SIGCHLD ignored so that the kernel reaps the orphans it inherits. Killing
+           it makes the kernel kill every process left in the namespace, daemons included.
+  workers  the untrusted processes (envs/harness.py), each joining the slot's cgroups and a
+           cgroup namespace of its own and chrooting before it drops to the task's uid; the
+           task's first mounts its /proc; the seccomp filter is their last step.
 
-The judge and the server die with the server's client (PR_SET_PDEATHSIG, end of stdin), the init
-with the server. Per request this costs one fork per program load (the worker), one spawn of a
-small binary (the init) and no interpreter start: the judge lives as long as the slot
+The judge dies with the zygote (PR_SET_PDEATHSIG), the zygote with its client (end of stdin),
+the init with the task server. Per request this costs one fork of the zygote, one fork per
+program load (the worker), one spawn of a small binary (the init) and no interpreter start
 (see docs/sandbox.md).
 """
 import ctypes
 import fcntl
 import gc
-import json
+import itertools
 import os
 import signal
 import socket
 import struct
 import sys
 import time
+import traceback
 
 sys.path[:0] = [os.path.dirname(os.path.abspath(__file__)), os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
 import harness  # noqa: E402  (envs/harness.py: the same judge every level runs)
+import seccomp  # noqa: E402
 from cgroups import SlotCgroups  # noqa: E402
 
-CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
+CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x02000000, 0x04000000, 0x08000000
 CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
-TASK_NAMESPACES = ((CLONE_NEWNS, "mnt"), (CLONE_NEWPID, "pid_for_children"), (CLONE_NEWNET, "net"),
-                   (CLONE_NEWIPC, "ipc"), (CLONE_NEWUTS, "uts"))
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 32, 4096, 16384, 1 << 18
+TASK_NAMESPACES = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_NOATIME = 1, 2, 4, 8, 32, 1024
+MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
 SIOCSIFFLAGS, IFF_UP = 0x8914, 0x1
+END_OF_STREAM = 3   # a task server's exit status when the client closed the stream
 
 
 def _check(result, what):
@@ -65,7 +74,10 @@ def mount(source, target, fstype, flags, data=None):
 
 
 def build_root(config):
-    """The read-only root every task chroots into: only the paths Python and the allowed packages need."""
+    """The read-only root every task chroots into: only the paths Python and the allowed packages need.
+
+    The binds are the host's inodes: noatime, so that reading a file inside leaves no trace the
+    host (or the next task) can see; locks and watches on them are denied by the seccomp filter."""
     root = config["root"]
     mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
     for source in config["binds"]:
@@ -77,7 +89,7 @@ def build_root(config):
             open(target, "w").close()
         mount(source, target, None, MS_BIND | MS_REC)
         extra = 0 if source.startswith("/dev/") else MS_NODEV  # device nodes must stay usable
-        mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | extra)
+        mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NOATIME | extra)
     for target, link in config["symlinks"]:
         os.symlink(target, root + link)
     for name in ("proc", "tmp"):
@@ -90,8 +102,17 @@ def _loopback_up():
         fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sh22x", b"lo", IFF_UP))
 
 
+def hide_command_line(name):
+    """Blank the argv area the kernel shows as /proc/PID/cmdline, in this process and so in
+    every fork of it: the workers would otherwise read the host paths of the server."""
+    fields = open("/proc/self/stat").read().rsplit(")", 1)[1].split()
+    start, end = int(fields[45]), int(fields[46])   # arg_start, arg_end (fields 48, 49)
+    ctypes.memset(start, 0, end - start)
+    ctypes.memmove(start, name.encode()[: end - start - 1], min(len(name), end - start - 1))
+
+
 class Slot:
-    """The server's state: the root, the cgroups, fds on its own namespaces, the limits in force."""
+    """The zygote's state: the root, the cgroups, the workers' seccomp filter."""
 
     def __init__(self, config):
         self.config, self.root = config, config["root"]
@@ -100,34 +121,39 @@ class Slot:
         build_root(config)
         self.cgroups = SlotCgroups(config["cgroups"])
         self.cgroups.open_procs()
-        self.home = [(flag, os.open(f"/proc/self/ns/{name}", os.O_RDONLY)) for flag, name in TASK_NAMESPACES]
-        self.limits = None
+        self.filter = seccomp.Filter(seccomp.build())
 
-    def run_task(self, part_a, channel):
+    def serve_one(self, control, sequence):
+        """A task server's whole life: one request. Returns its exit status."""
+        part_a = harness.read_frame(0)
+        if part_a is None:
+            return END_OF_STREAM
+        channel, judge_channel = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        socket.send_fds(control, [b"task"], [judge_channel.fileno()])
+        judge_channel.close()
+        # Each task the zygote forks takes the next uid of the slot's block.
+        self.run_task(part_a, channel, self.config["uid_first"] + sequence)
+        return 0  # exiting closes the channel: the judge replies now, no process of the task is left
+
+    def run_task(self, part_a, channel, worker_uid):
         """One request in fresh namespaces: set them up, launch workers for the judge, tear down."""
         config = self.config
         deadline = time.monotonic() + part_a["time_limit_s"] + config["grace_s"]  # backstop: the judge times tests itself
-        unshare(sum(flag for flag, _ in TASK_NAMESPACES))
+        unshare(TASK_NAMESPACES)
         hold_r, hold_w = os.pipe()
         init, workers = None, []
         try:
-            # pid 1 of the new pid namespace: `cat` on a pipe only the server writes to, so it
-            # exits when the server dies. Spawned (vfork + exec), not forked: no copy of the server.
-            init = os.posix_spawn(config["init_program"], ["sandbox-init"], {},
-                                  file_actions=[(os.POSIX_SPAWN_DUP2, hold_r, 0),
-                                                (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)])
+            init = self._spawn_init(hold_r)
             os.close(hold_r)
-            worker_uid = config["uid_base"] + 2 * init   # unique while the task's init lives
             socket.sethostname("sandbox")
             _loopback_up()
             mount("tmpfs", self.root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV,
                   f"size={config['tmpfs_mb']}m,nr_inodes=4096,mode=0700,uid={worker_uid},gid={worker_uid}")
-            limits = ((part_a["memory_mb"] + config["tmpfs_mb"] + config["overhead_mb"]) << 20, config["max_processes"] + 4)
-            if limits != self.limits:
-                self.cgroups.set_limits(*limits)
-                self.limits = limits
+            self.cgroups.set_limits((part_a["memory_mb"] + config["tmpfs_mb"] + config["overhead_mb"]) << 20,
+                                    config["max_processes"] + 4)
             task_config = dict(config["harness"], worker_uid=worker_uid)
-            workers = harness._launcher(channel, part_a, task_config, enter=self._enter_worker, deadline=deadline)
+            workers = harness._launcher(channel, part_a, task_config, enter=self._enter_worker,
+                                        confine=self.filter.install, deadline=deadline)
         finally:
             os.close(hold_w)
             if init:
@@ -136,13 +162,26 @@ class Slot:
         for pid in workers:
             os.waitpid(pid, 0)
         os.waitpid(init, 0)
-        for flag, fd in self.home:
-            _check(harness.libc.setns(fd, flag), "setns")
+
+    def _spawn_init(self, hold_r):
+        """pid 1 of the new pid namespace: `cat` on a pipe only this task server writes to, so it
+        exits when the task server does. Spawned (vfork + exec), not forked: no copy of the
+        server. SIGCHLD ignored survives exec, and a parent that ignores it has its children
+        reaped by the kernel: the orphans the init inherits never pile up as zombies."""
+        previous = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+        try:
+            return os.posix_spawn(self.config["init_program"], ["sandbox-init"], {},
+                                  file_actions=[(os.POSIX_SPAWN_DUP2, hold_r, 0),
+                                                (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)])
+        finally:
+            signal.signal(signal.SIGCHLD, previous)
 
     def _enter_worker(self):
-        """In each new worker, still root: join the slot's cgroups; the task's first worker mounts
-        its /proc (a process inside the new pid namespace must); chroot."""
+        """In each new worker, still root: join the slot's cgroups and make them the root of a
+        cgroup namespace of its own (/proc/self/cgroup then shows "/", not the host's paths); the
+        task's first worker mounts its /proc (a process inside the new pid namespace must); chroot."""
         self.cgroups.enter()
+        unshare(CLONE_NEWCGROUP)
         proc = self.root + "/proc"
         if not os.path.ismount(proc):
             try:  # hide other uids' processes and everything but the pid directories
@@ -153,17 +192,18 @@ class Slot:
 
 
 def judge_loop(config, slot, control):
-    """The slot's judge: one request after another, for as long as the server runs."""
+    """The slot's judge: one request after another, for as long as the zygote runs."""
     harness.set_name("sandbox-judge")
     cgroups = slot.cgroups
     try:
-        for fd in [fd for _, fd in slot.home] + cgroups.procs_fds:
+        for fd in cgroups.procs_fds:
             os.close(fd)
         oom_fd = cgroups.open_oom_counter()
         unshare(CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS)  # test code reaches no network either
         os.chroot(config["root"])
         os.chdir("/")
         harness.become(config["judge_uid"], die_with_parent=True)
+        harness.limit_judge_memory(config["harness"])
     except BaseException as exc:
         harness.write_frame(1, {"ready": False, "error": repr(exc)})
         return
@@ -182,26 +222,42 @@ def judge_loop(config, slot, control):
         judge = harness.Judge(verdicts.append, channel, config["harness"])
         try:
             judge.run(part_b)
-        except RuntimeError:  # the server gave up on the task (its backstop deadline passed)
-            pass
+        except BaseException as exc:  # the judge's own failure (each test's are verdicts already)
+            failure = {"verdict": "sandbox_error", "message": harness._short(f"error: sandbox: the judge failed: {exc!r}"),
+                       "got": ""}
+            verdicts += [failure] * (len(part_b["tests"]) - len(verdicts))
         finally:
             judge.close()
-        # Done: the server now kills and reaps what is left of the task, then closes the channel.
+        # Done: the task server now kills and reaps what is left of the task, then exits, which
+        # closes the channel. Bounded: a task server that never exits costs a slot restart, not a hang.
         try:
+            channel.settimeout(config["grace_s"] + 5.0)
             channel.shutdown(socket.SHUT_WR)
             while channel.recv(1 << 16):
                 pass
         except OSError:
             pass
         channel.close()
-        timed_out = len(verdicts) < len(part_b["tests"]) and time.monotonic() >= judge.deadline
-        harness.write_frame(1, {"verdicts": verdicts, "oom_kills": cgroups.read_oom_counter(oom_fd) - oom_before,
-                                "timed_out": timed_out})
+        harness.write_frame(1, {"verdicts": verdicts, "oom_kills": cgroups.read_oom_counter(oom_fd) - oom_before})
+
+
+def task_server(slot, control, sequence):
+    """Child of the zygote for one request; never returns."""
+    code = 70
+    try:
+        harness.set_name("sandbox-task")
+        harness.prctl(harness.PR_SET_PDEATHSIG, signal.SIGKILL)  # a slot restart kills the zygote: the task goes too
+        code = slot.serve_one(control, sequence)
+    except BaseException:
+        traceback.print_exc()  # to the client's stderr; the judge sees the channel close
+    finally:
+        os._exit(code)
 
 
 def main():
-    config = json.loads(sys.argv[1])
-    harness.set_name("sandbox-server")
+    config = harness.read_frame(0)
+    harness.set_name("sandbox-zygote")
+    hide_command_line("sandbox")
     try:
         slot = Slot(config)
     except BaseException as exc:
@@ -230,17 +286,13 @@ def main():
     # Everything alive now is shared with every task: keep the collector from walking it in
     # the children (each page it touches there is a copy-on-write fault, and forks dominate).
     gc.freeze()
-    while True:
-        part_a = harness.read_frame(0)
-        if part_a is None:
-            return  # the client closed the stream; the judge sees the channel close and stops
-        channel, judge_channel = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        socket.send_fds(control, [b"task"], [judge_channel.fileno()])
-        judge_channel.close()
-        try:
-            slot.run_task(part_a, channel)
-        finally:
-            channel.close()  # the judge replies now: no process of the task is left
+    for sequence in itertools.count():
+        pid = os.fork()
+        if pid == 0:
+            task_server(slot, control, sequence)
+        _, status = os.waitpid(pid, 0)
+        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == END_OF_STREAM:
+            return  # the client closed the stream; the judge sees the control socket close and stops
 
 
 if __name__ == "__main__":

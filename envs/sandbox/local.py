@@ -6,7 +6,9 @@ launcher of one `python -I -S harness.py` process per request (levels "bubblewra
 """
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
 import os
 import queue
 import select
@@ -23,12 +25,18 @@ from typing import Sequence
 
 from envs import harness
 from envs.execution import ExecutionRequest, ExecutionResult, TestResult, Verdict
-from envs.sandbox import cgroups
+from envs.sandbox import cgroups, seccomp
+
+log = logging.getLogger(__name__)
 
 FORKSERVER = str(Path(__file__).with_name("forkserver.py"))
 HARNESS = str(Path(harness.__file__).resolve())
-UID_BASE = 1_500_000_000   # task uids are UID_BASE + 2·pid (+1 for the judge): unique, unused
 ROOT_PREFIX = "selfcorrect-root-"   # + owner pid: the (empty, on the host) mount point of a server's root
+# Sandbox uids: blocks of UID_BLOCK from UID_BASE up to the last valid uid ((uid_t) -1 is not one)
+# for the programs; block b's fork-server judge is UID_BASE - 1 - b, never a program's.
+UID_BASE, UID_BLOCK = 1_500_000_000, 1 << 20
+UID_BLOCKS = (2 ** 32 - 1 - UID_BASE) // UID_BLOCK
+RESTARTS = 3   # failed starts in a row after which a slot, and so the executor, is broken
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,8 @@ class SandboxOptions:
     max_file_mb: int = 16              # RLIMIT_FSIZE: largest file the program may write
     output_limit_kb: int = 1024        # stdout + stderr the judge reads before calling it a flood
     grace_s: float = 2.0               # set-up and tear-down allowance over a request's time limit
+    judge_memory_mb: int = 2048        # the judge's address space (it decodes replies and runs test code)
+    socket_mb: int = 16                # kernel TCP buffer memory of a task (cgroup v1; v2 charges it to memory)
     python_packages: tuple[str, ...] = ("numpy",)   # importable inside, when installed here
     # Imported once by the fork server so that tasks (which are forks of it) need not.
     preload: tuple[str, ...] = (
@@ -63,7 +73,26 @@ class SandboxOptions:
             "RLIMIT_CORE": 0,
         }
         return {"limits": limits, "env": dict(self.env), "sys_path": site_dirs, "workdir": workdir,
-                "output_limit": self.output_limit_kb << 10}
+                "output_limit": self.output_limit_kb << 10, "judge_memory_mb": self.judge_memory_mb}
+
+
+def allocate_uids() -> tuple[int, int]:
+    """(first uid, judge uid) of a block of UID_BLOCK uids no other slot here was given recently.
+
+    Blocks are handed out in turn from a counter under flock in /run (a tmpfs: a reboot resets it,
+    and with it everything the kernel held for any uid), so a block comes back only after all
+    UID_BLOCKS others did: long after its tasks' processes, tmpfs and sockets are gone. Uids are
+    never derived from pids, which recur within seconds."""
+    folder = "/run" if os.access("/run", os.W_OK) else tempfile.gettempdir()
+    with open(os.path.join(folder, "selfcorrect-uid-blocks"), "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        text = f.read().strip()
+        block = int(text) % UID_BLOCKS if text.isdigit() else 0
+        f.seek(0)
+        f.truncate()
+        f.write(str(block + 1))
+    return UID_BASE + block * UID_BLOCK, UID_BASE - 1 - block
 
 
 def package_paths(names: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -100,11 +129,33 @@ def _frames(request: ExecutionRequest) -> tuple[bytes, bytes]:
               "time_limit_s": request.time_limit_s, "memory_mb": request.memory_mb}
     part_b = {"tests": tests, "setup_code": request.setup_code, "entry_point": request.entry_point,
               "time_limit_s": request.time_limit_s}
-    frames = []
-    for part in (part_a, part_b):
-        data = json.dumps(part).encode()
-        frames.append(len(data).to_bytes(4, "little") + data)
-    return frames[0], frames[1]
+    return _frame(part_a), _frame(part_b)
+
+
+def _frame(obj) -> bytes:
+    data = json.dumps(obj).encode()
+    return len(data).to_bytes(4, "little") + data
+
+
+class _SlotFailure(Exception):
+    """The slot's machinery failed on one request (not the program's doing)."""
+
+
+def _sandbox_result(request: ExecutionRequest, what: str, isolation: str, duration: float) -> ExecutionResult:
+    """Every test of a request the sandbox failed on: Verdict.SANDBOX, and the reason."""
+    log.warning("sandbox (%s) failed on a program: %s", isolation, what)
+    failed = TestResult(Verdict.SANDBOX, harness._short(f"error: sandbox: {what}"))
+    return ExecutionResult((failed,) * len(request.tests), isolation, duration, {"sandbox_error": what})
+
+
+def _checked_verdicts(verdicts) -> list[dict]:
+    """The judge's verdicts, or _SlotFailure when they are not what a judge writes."""
+    values = {v.value for v in Verdict}
+    if type(verdicts) is not list or not all(
+            type(v) is dict and v.get("verdict") in values and type(v.get("message")) is str and type(v.get("got")) is str
+            for v in verdicts):
+        raise _SlotFailure("malformed verdicts from the judge")
+    return verdicts
 
 
 def _result(request: ExecutionRequest, verdicts: list[dict], timed_out: bool, oom_kills: int, isolation: str,
@@ -130,79 +181,127 @@ def _result(request: ExecutionRequest, verdicts: list[dict], timed_out: bool, oo
 
 
 class _ForkServerSlot:
-    """One fork server ("namespaces" level) and the cgroups its tasks run in."""
+    """One fork server ("namespaces" level) and the cgroups its tasks run in.
+
+    A failure of the server on one request (no reply in time, a reply that is not a judge's)
+    becomes that request's Verdict.SANDBOX and a fresh server; the executor raises only when
+    RESTARTS fresh servers in a row fail to start."""
 
     def __init__(self, name: str, options: SandboxOptions):
         exposed, sites = package_paths(options.python_packages)
         base = os.path.realpath(sys.base_prefix)
         self.root = tempfile.mkdtemp(prefix=f"{ROOT_PREFIX}{os.getpid()}-")
-        self.cgroups = cgroups.SlotCgroups.create(name)
+        self.cgroups = cgroups.SlotCgroups.create(name, socket_bytes=options.socket_mb << 20)
         binds = ["/usr/lib"] + [p for p in ("/usr/lib64",) if os.path.isdir(p)] + [base + "/lib"] + exposed
         binds += ["/dev/null", "/dev/zero", "/dev/random", "/dev/urandom"]
         self.config = {
             "root": self.root, "binds": binds,
             "symlinks": [["usr/lib", "/lib"]] + ([["usr/lib64", "/lib64"]] if "/usr/lib64" in binds else []),
             "tmpfs_mb": options.tmpfs_mb, "overhead_mb": 64, "max_processes": options.max_processes,
-            "grace_s": options.grace_s, "preload": list(options.preload), "uid_base": UID_BASE, "judge_uid": UID_BASE - 1,
+            "grace_s": options.grace_s, "preload": list(options.preload),
             "init_program": shutil.which("cat") or "/bin/cat",
             "cgroups": self.cgroups.dirs,
             "harness": options.harness_config("/tmp", sites),
         }
         self.grace_s = options.grace_s
         self.proc = self.tests = None
-        self._start()
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
 
     def _start(self):
-        # Part A goes to the server's stdin, part B (the tests) to the judge's own pipe.
+        # The configuration is the first frame on stdin, then part A of each request; part B (the
+        # tests) goes to the judge's own pipe. Each server gets a fresh block of uids, one per task.
+        (self.uid_first, judge_uid), self.tasks = allocate_uids(), 0
         tests_r, tests_w = os.pipe()
         try:
             self.proc = subprocess.Popen(
-                [interpreter(), "-I", "-S", FORKSERVER, json.dumps(dict(self.config, tests_fd=tests_r))],
+                [interpreter(), "-I", "-S", FORKSERVER],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=self.config["harness"]["env"], pass_fds=(tests_r,),
             )
         finally:
             os.close(tests_r)
         self.tests = os.fdopen(tests_w, "wb")
-        ready = self._read(30.0)
-        if not ready or not ready.get("ready"):
-            self.close()
-            raise RuntimeError(f"fork server did not start: {ready.get('error') if ready else 'no reply'}")
+        try:
+            self._send(self.proc.stdin, _frame(dict(self.config, tests_fd=tests_r, uid_first=self.uid_first, judge_uid=judge_uid)), 30.0)
+            ready = self._read(30.0)
+        except _SlotFailure as exc:
+            ready = {"error": str(exc)}
+        if not ready.get("ready"):
+            self._stop()
+            raise RuntimeError(f"fork server did not start: {ready.get('error')}")
 
-    def _read(self, timeout: float):
+    def _send(self, stream, data: bytes, timeout: float):
+        """Write all of `data` within `timeout`: a stuck server must not block this thread."""
+        fd = stream.fileno()
+        deadline = time.monotonic() + timeout
+        view = memoryview(data)
+        while view:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([], [fd], [], left)[1]:
+                raise _SlotFailure("the server stopped reading requests")
+            try:
+                view = view[os.write(fd, view[:select.PIPE_BUF]):]
+            except OSError as exc:
+                raise _SlotFailure(f"the server is gone ({exc.strerror})") from None
+
+    def _read(self, timeout: float) -> dict:
+        """The judge's next frame within `timeout`, at most harness.MAX_FRAME bytes."""
         fd = self.proc.stdout.fileno()
         deadline = time.monotonic() + timeout
-        data = b""
+        data = bytearray()
         while True:
-            if len(data) >= 4 and len(data) >= 4 + int.from_bytes(data[:4], "little"):
-                return json.loads(data[4:])
+            if len(data) >= 4:
+                size = int.from_bytes(data[:4], "little")
+                if size > harness.MAX_FRAME:
+                    raise _SlotFailure(f"a reply of {size} bytes")
+                if len(data) >= 4 + size:
+                    try:
+                        reply = json.loads(data[4:4 + size])
+                    except ValueError as exc:
+                        raise _SlotFailure(f"an unreadable reply ({exc})") from None
+                    if type(reply) is not dict:
+                        raise _SlotFailure("a reply that is not an object")
+                    return reply
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([fd], [], [], left)[0]:
-                return None
+                raise _SlotFailure(f"no reply within {timeout:g}s")
             chunk = os.read(fd, 1 << 16)
             if not chunk:
-                return None
+                raise _SlotFailure("the server died")
             data += chunk
 
     def execute(self, request: ExecutionRequest) -> ExecutionResult:
         start = time.monotonic()
+        if self.tasks >= UID_BLOCK:  # this server's uids are used up: a fresh one, a fresh block
+            self._restart()
+        self.tasks += 1
         part_a, part_b = _frames(request)
         try:
-            self.proc.stdin.write(part_a)
-            self.proc.stdin.flush()
-            self.tests.write(part_b)
-            self.tests.flush()
-        except BrokenPipeError:
-            reply = None
-        else:
+            self._send(self.proc.stdin, part_a, 10.0)
+            self._send(self.tests, part_b, 10.0)
             reply = self._read(request.time_limit_s + self.grace_s + 10.0)
-        if not reply or "verdicts" not in reply:
-            # The server is broken (it died or hung): start a fresh one for the next request.
-            error = reply.get("error") if reply else "no reply"
-            self._stop()
-            self._start()
-            raise RuntimeError(f"fork server failed: {error}")
-        return _result(request, reply["verdicts"], reply.get("timed_out", False), reply["oom_kills"], "namespaces",
-                       time.monotonic() - start)
+            if "verdicts" not in reply or type(reply.get("oom_kills")) is not int:
+                raise _SlotFailure(f"the server failed: {reply.get('error', 'a reply without verdicts')}")
+            verdicts = _checked_verdicts(reply["verdicts"])
+        except _SlotFailure as failure:
+            self._restart()
+            return _sandbox_result(request, str(failure), "namespaces", time.monotonic() - start)
+        return _result(request, verdicts, False, reply["oom_kills"], "namespaces", time.monotonic() - start)
+
+    def _restart(self):
+        """A fresh server; RuntimeError (the sandbox is broken) when RESTARTS starts in a row fail."""
+        self._stop()
+        for attempt in range(RESTARTS):
+            try:
+                self._start()
+                return
+            except (OSError, RuntimeError) as exc:
+                log.warning("sandbox slot restart %d/%d failed: %s", attempt + 1, RESTARTS, exc)
+                error = exc
+        raise RuntimeError(f"the sandbox is broken: a slot failed to restart {RESTARTS} times in a row: {error}")
 
     def _stop(self):
         if self.proc is not None and self.proc.poll() is None:
@@ -237,28 +336,40 @@ class _ProcessSlot:
         self.level, self.options = level, options
         exposed, sites = package_paths(options.python_packages)
         root = os.geteuid() == 0
+        self.own_uids = False
         if level == "bubblewrap":
             # Inside bubblewrap every process has the same uid: no per-task uid.
-            config = options.harness_config("/tmp", sites)
-            config.update(worker_uid=None, judge_uid=None, die_with_parent=True)
-            self.command = _bwrap_command(options, exposed) + ["-I", "-S", "/sandbox/harness.py", json.dumps(config)]
+            self.config = options.harness_config("/tmp", sites)
+            self.command = _bwrap_command(options, exposed) + ["-I", "-S", "/sandbox/harness.py"]
         else:
-            config = options.harness_config(None, sites)
-            config.update(worker_uid=None, judge_uid=None, die_with_parent=True)
+            self.config = options.harness_config(None, sites)
             if level == "none":
-                config["limits"] = {}
+                self.config["limits"] = {}
             elif root and _readable_by_all(os.path.realpath(sys.base_prefix)):
                 # A fresh unprivileged uid per request makes RLIMIT_NPROC bind and keeps the
                 # program out of root's files. (Not possible when the interpreter itself sits
                 # where only root can read, e.g. under /root: the program could not import.)
-                config.update(worker_uid_from_pid=True, uid_base=UID_BASE)
+                self.own_uids = True
+                self.uid_next = self.uid_end = 0
             else:
-                del config["limits"]["RLIMIT_NPROC"]  # it would count every process of this user
-            self.command = [interpreter(), "-I", "-S", HARNESS, json.dumps(config)]
+                del self.config["limits"]["RLIMIT_NPROC"]  # it would count every process of this user
+            self.command = [interpreter(), "-I", "-S", HARNESS]
+        self.config.update(worker_uid=None, judge_uid=None, die_with_parent=True)
+
+    def _request_config(self) -> dict:
+        """The harness's configuration for one request: with own uids, the next two of the block
+        (worker, judge), and the worker's killed by uid at the end (no pid namespace here)."""
+        if not self.own_uids:
+            return self.config
+        if self.uid_next + 2 > self.uid_end:
+            self.uid_next = allocate_uids()[0]
+            self.uid_end = self.uid_next + UID_BLOCK
+        worker, self.uid_next = self.uid_next, self.uid_next + 2
+        return dict(self.config, worker_uid=worker, judge_uid=worker + 1, kill_uid=True)
 
     def execute(self, request: ExecutionRequest) -> ExecutionResult:
         start = time.monotonic()
-        proc = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        proc = subprocess.Popen(self.command + [json.dumps(self._request_config())], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.DEVNULL, env=self.options.env, start_new_session=True)
         timed_out = False
         try:
@@ -274,7 +385,10 @@ class _ProcessSlot:
             if timed_out:
                 out, _ = proc.communicate()
             proc.wait()
-        verdicts = [json.loads(line) for line in out.decode(errors="replace").splitlines()]
+        try:
+            verdicts = _checked_verdicts([json.loads(line) for line in out.decode(errors="replace").splitlines()])
+        except (ValueError, _SlotFailure) as exc:
+            return _sandbox_result(request, f"unreadable verdicts ({exc})", self.level, time.monotonic() - start)
         return _result(request, verdicts, timed_out, 0, self.level, time.monotonic() - start)
 
     def close(self):
@@ -370,14 +484,16 @@ class LocalExecutor:
         if self.isolation == "none":
             info["rlimits"] = {}
         if self.isolation == "namespaces":
-            info.update(namespaces=["mount", "pid", "net", "ipc", "uts"], root="read-only, chroot",
-                        tmpfs_mb=o.tmpfs_mb, uid="unprivileged, one per task",
-                        cgroups=self._slots[0].cgroups.describe() if self._slots else {})
+            info.update(namespaces=["mount", "pid", "net", "ipc", "uts", "cgroup"], root="read-only, chroot",
+                        tmpfs_mb=o.tmpfs_mb, uid="unprivileged, one per task, never reused while anything of it may remain",
+                        cgroups=self._slots[0].cgroups.describe() if self._slots else {},
+                        seccomp=sorted(seccomp.denied()), worker_origin="fresh forks of a zygote that never held a request",
+                        judge_memory_mb=o.judge_memory_mb)
             info["rlimits"]["processes"] = o.max_processes
         elif self.isolation == "bubblewrap":
             info.update(namespaces=["mount", "pid", "net", "ipc", "uts", "user", "cgroup"], root="read-only, bubblewrap",
                         tmpfs_mb=o.tmpfs_mb, uid="shared by the task's processes", cgroups={})
-        elif self.isolation == "rlimits" and self._slots and "worker_uid_from_pid" in self._slots[0].command[-1]:
+        elif self.isolation == "rlimits" and self._slots and self._slots[0].own_uids:
             info.update(uid="unprivileged, one per task")
             info["rlimits"]["processes"] = o.max_processes
         elif self.isolation == "rlimits":

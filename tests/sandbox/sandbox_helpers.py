@@ -45,3 +45,58 @@ def sandbox_processes():
         return False
 
     return [pid for pid, uid in uids.items() if uid >= UID_BASE and (parents.get(pid) == 1 or ours(pid))]
+
+
+def memory_scan() -> str:
+    """Source of `leak(needle_hex)`: how many 1 MiB chunks of the program's own memory hold the
+    bytes whose hex is `needle_hex`.
+
+    Workers are non-dumpable (and may not turn that back on), so /proc/self/mem is closed to
+    them; the scan copies each readable mapping into a memfd instead, through os.write, which
+    reports a hole in the mapping as an error rather than a crash. The comparison is in hex:
+    the program holds the needle's hex, never its bytes."""
+    return (
+        "import ctypes, os\n"
+        "def leak(needle):\n"
+        "    found, sink = 0, os.memfd_create('scan')\n"
+        "    with open('/proc/self/maps') as maps:\n"
+        "        regions = [line.split() for line in maps]\n"
+        "    for fields in regions:\n"
+        "        lo, hi = (int(x, 16) for x in fields[0].split('-'))\n"
+        "        if 'r' not in fields[1] or 'vsyscall' in fields[-1] or fields[-1] == '[vvar]':\n"
+        "            continue\n"
+        "        for at in range(lo, hi, 1 << 20):\n"
+        "            size = min(hi - at, (1 << 20) + 64)\n"
+        "            try:\n"
+        "                os.ftruncate(sink, 0)\n"
+        "                os.pwrite(sink, (ctypes.c_char * size).from_address(at), 0)\n"
+        "            except OSError:\n"
+        "                break\n"
+        "            chunk = os.pread(sink, size, 0)\n"
+        "            found += 1 if needle in chunk.hex() else 0\n"
+        "    return found\n"
+    )
+
+
+def leak_call(text: str) -> str:
+    """The test input calling `leak` for `text` (the request carries only its hex)."""
+    return f"leak({text.encode().hex()!r})"
+
+
+# Ordinary programs that go into every attack's batch: the attack must not change their verdicts.
+CONTROLS = (
+    (ExecutionRequest("def add(a, b):\n    return a + b\n", (TestCase("call", "add(1, 2)", "3"),), "add"), ["pass"]),
+    (ExecutionRequest("def add(a, b):\n    return a - b\n", (TestCase("call", "add(1, 2)", "3"),), "add"), ["fail"]),
+    (ExecutionRequest("print(sum(map(int, input().split())))\n", (TestCase("stdio", "2 3", "5"), TestCase("stdio", "1 1", "3"))),
+     ["pass", "fail"]),
+)
+
+
+def run_with_controls(executor, *attacks):
+    """Run the attack requests in one batch with CONTROLS around them; check the controls'
+    verdicts and return the attacks' results."""
+    controls = [request for request, _ in CONTROLS]
+    results = executor.run(controls + list(attacks) + controls)
+    for (request, expected), result in zip(CONTROLS + CONTROLS, results[:len(controls)] + results[len(controls) + len(attacks):]):
+        assert [t.verdict.value for t in result.tests] == expected, (request.program, result.tests)
+    return results[len(controls):len(controls) + len(attacks)]

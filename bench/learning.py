@@ -81,7 +81,7 @@ def summarize(run_dir: Path, preset: str, minutes: float) -> dict:
     switch = next((i + 1 for i in range(1, len(stages)) if stages[i] != stages[i - 1]), None)
     trends = {label: None if switch and "reward" in label else trend(values) for label, values in curves.items()}
     evaluation = json.loads((run_dir / "eval.json").read_text())
-    if cfg.reward.name == "score" and cfg.reward.score_switch_step >= cfg.run.steps:
+    if cfg.reward.name == "score" and cfg.reward.score_switch_step is not None and cfg.reward.score_switch_step >= cfg.run.steps:
         preset += " (stage I only)"
     return {"preset": preset, "run_dir": str(run_dir), "config": (run_dir / "config.yaml").read_text(), "minutes": minutes, "curves": curves,
             "trends": trends, "stage_switch_step": switch,

@@ -180,12 +180,20 @@ class Advantages:
     old_values: list[float] = ()
 
 
+class Estimator:
+    """What credit assignment calls: (per-episode turn rewards, baseline keys, token turn ids,
+    the critic's values at every position or None, gamma, lambda) -> Advantages per episode.
+    The attributes say what an estimator needs, so no caller tests its name."""
+
+    needs_critic = False    # reads the critic's values (the learner then trains a value head)
+    min_group_size = 1      # samples per task it needs
+
+
 @dataclass(frozen=True)
-class GroupBaseline:
+class GroupBaseline(Estimator):
     """Per-turn returns against a baseline over each turn's group (needs >= 2 samples per group)."""
 
     fn: GroupFn
-    needs_critic = False
     min_group_size = 2
 
     def __call__(self, rewards, keys, turn_ids, values, gamma: float, lam: float) -> list[Advantages]:
@@ -193,12 +201,11 @@ class GroupBaseline:
 
 
 @dataclass(frozen=True)
-class Critic:
+class Critic(Estimator):
     """GAE from the critic's values at every position of each episode; whitened over the batch."""
 
     per_token: bool
     needs_critic = True
-    min_group_size = 1
 
     def __call__(self, rewards, keys, turn_ids, values, gamma: float, lam: float) -> list[Advantages]:
         steps_of = token_steps if self.per_token else turn_steps
@@ -223,7 +230,6 @@ class Critic:
         return out
 
 
-Estimator = GroupBaseline | Critic
 ADVANTAGES: Registry[Estimator] = Registry("advantage estimator")
 for _name, _fn in (("grpo", grpo), ("drgrpo", drgrpo), ("rloo", rloo), ("reinforce_pp", reinforce_pp)):
     ADVANTAGES.register(_name)(GroupBaseline(_fn))
@@ -234,4 +240,4 @@ ADVANTAGES.register("turn_value")(Critic(per_token=False))
 def estimator(name: str) -> Estimator:
     """The estimator named in algo.advantage; a plug-in function is a group baseline."""
     found = ADVANTAGES.get(name)
-    return found if isinstance(found, (GroupBaseline, Critic)) else GroupBaseline(found)
+    return found if isinstance(found, Estimator) else GroupBaseline(found)

@@ -86,11 +86,11 @@ def policy_loss(logp, old_logp, ref_logp, advantages, kl_weights, mask, clip_eps
     return aggregate(per_token, mask, aggregation, num_sequences, num_tokens, norm_constant), stats
 
 
-def clipped_value_loss(values, old_values, targets, mask, clip: float) -> torch.Tensor:
+def clipped_value_loss(values, old_values, targets, mask, clip: float | None) -> torch.Tensor:
     """Sum over masked positions of 0.5 max((V - R)^2, (V_clipped - R)^2), with V_clipped kept
-    within `clip` of the rollout-time value (PPO's value clipping; clip 0: plain squared error)."""
+    within `clip` of the rollout-time value (PPO's value clipping; clip None: plain squared error)."""
     loss = (values - targets) ** 2
-    if clip > 0:
+    if clip is not None:
         clipped = old_values + (values - old_values).clamp(-clip, clip)
         loss = torch.maximum(loss, (clipped - targets) ** 2)
     return 0.5 * (loss * mask).sum()

@@ -1,7 +1,7 @@
 """Per-turn returns and baselines against hand-computed values."""
 import pytest
 
-from rl.advantages import ADVANTAGES, discounted_returns, drgrpo, grpo, reinforce_pp, rloo, turn_advantages, uniform_groups
+from rl.advantages import discounted_returns, drgrpo, grpo, reinforce_pp, rloo, turn_advantages, uniform_groups
 
 
 def test_discounted_returns():
@@ -37,7 +37,7 @@ def test_turn_advantages_group_by_key():
     # Two tasks; episode 2 stopped after turn 1, so turn 2 of task "a" has two members.
     rewards = [[0.0, 1.0], [1.0, 1.0], [0.0], [1.0, 0.0], [0.0, 0.0]]
     keys = [[("a", 0), ("a", 1)], [("a", 0), ("a", 1)], [("a", 0)], [("b", 0), ("b", 1)], [("b", 0), ("b", 1)]]
-    adv = turn_advantages(rewards, keys, ADVANTAGES.get("rloo"), gamma=1.0)
+    adv = turn_advantages(rewards, keys, rloo, gamma=1.0)
     # task a, turn 1 returns: 1, 2, 0 -> rloo: 1-1, 2-0.5, 0-1.5
     assert [a[0] for a in adv[:3]] == pytest.approx([0.0, 1.5, -1.5])
     # task a, turn 2 returns: 1, 1 -> 0, 0 (episode 2 has no turn 2)
@@ -59,7 +59,7 @@ def test_turn_two_baseline_over_revisions_of_the_same_attempt():
 
 def test_turn_advantages_with_gamma_zero_use_own_turn_reward():
     keys = [[("a", 0), ("a", 1)]] * 2
-    adv = turn_advantages([[1.0, 0.0], [0.0, 0.0]], keys, ADVANTAGES.get("grpo"), gamma=0.0)
+    adv = turn_advantages([[1.0, 0.0], [0.0, 0.0]], keys, grpo, gamma=0.0)
     assert adv[0][0] == pytest.approx(1.0, abs=1e-5) and adv[1][0] == pytest.approx(-1.0, abs=1e-5)
     assert adv[0][1] == 0.0 and adv[1][1] == 0.0
 

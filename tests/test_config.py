@@ -57,10 +57,22 @@ def test_bad_file_is_rejected_with_key_and_file(tmp_path, source, expected):
     ("algo.mini_batches=3", r"algo\.mini_batches: 3 does not divide the rollout batch of 16"),
     ("algo.micro_batch_size=3", r"algo\.micro_batch_size: 3 does not divide the 16 episodes"),
     ("model.max_model_len=256", r"model\.max_model_len: 256 leaves no room"),
+    ("sandbox.workers=0", r"sandbox\.workers: 0 is below the minimum 1"),          # null, not 0, means one per CPU
+    ("episode.environment=no_such_env", r"episode\.environment: unknown environment 'no_such_env'"),
+    (f"episode.environment={REPO}/tests/plugins/reply_length.py:reply_length", r"not a subclass of envs.environments.Environment"),
+    ("episode.environment=repair episode.seeded_first_turns=0", None),
 ])
 def test_bad_override_is_rejected_by_name(override, expected):
+    expected = expected or r"episode\.seeded_first_turns: 0 with episode\.environment=repair seeds no episode"
     with pytest.raises(ConfigError, match=expected):
-        load_config(None, [override])
+        load_config(None, override.split(" "))
+
+
+def test_null_means_off_or_automatic():
+    cfg = load_config(None, ["reward.overlong_buffer=16", "algo.grad_clip=null", "sandbox.workers=~"])
+    assert (cfg.reward.overlong_buffer, cfg.algo.grad_clip, cfg.sandbox.workers) == (16, None, None)
+    assert cfg.data.limit is None and cfg.ray.num_cpus is None and cfg.run.save_every is None
+    assert "  algo.clip_eps_high (float|null, default null)" in describe()
 
 
 def test_reward_plugin_is_loaded_while_validating():

@@ -1,8 +1,7 @@
 """PPO's critic-based advantages against hand-computed values."""
 import pytest
 
-from rl.critic import gae, token_steps, turn_steps, whiten
-from rl.trajectory import ENV_TURN as E
+from rl.advantages import ENV_TURN as E, gae, token_steps, turn_steps, whiten
 
 
 def test_gae_lambda_one_is_monte_carlo_and_zero_is_td():

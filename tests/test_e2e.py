@@ -1,5 +1,6 @@
 """Two training steps through the real stack: a local Ray on loopback, two vLLM (CPU) rollout
-workers, the executor, and a DeepSpeed learner, on a random-init tiny model."""
+workers, the executor, and a DeepSpeed learner, on a random-init tiny model; the episodes come
+from a user's environment plug-in loaded from a file (the repair environment plus a linter)."""
 import json
 from pathlib import Path
 
@@ -7,7 +8,7 @@ import pytest
 from safetensors.torch import load_file
 
 from envs.datasets import load_tasks
-from envs.episode import ChatFormat
+from envs.chat import ChatFormat, first_user_message
 from envs.sandbox import ISOLATED
 from launch.train import train
 from rl.config import load_config
@@ -24,6 +25,7 @@ def run(tiny_model, tmp_path_factory):
     cfg = load_config(REPO / "configs" / "tiny.yaml", [
         f"model.path={tiny_model}", f"run.output_dir={out}", "run.save_final=true",
         f"reward.name={REPO / 'tests' / 'plugins' / 'reply_length.py'}:reply_length",
+        f"episode.environment={REPO / 'tests' / 'plugins' / 'lint_feedback.py'}:LintedRepair",
         "episode.seeded_first_turns=0.5",   # some episodes start from a faulty program (repair curriculum)
         "episode.revisions_per_attempt=2",  # each first attempt is revised twice
         "eval.after=true",
@@ -49,6 +51,7 @@ def test_both_steps_logged_to_jsonl_and_wandb(run):
     after = json.loads((run_dir / "eval.json").read_text())["after"]
     assert after["episodes"] == 8 and 0.0 <= after["acc_t2"] <= 1.0   # one episode per held-out task
     metadata = json.loads((run_dir / "metadata.json").read_text())
+    assert metadata["environment"].endswith("lint_feedback.py:LintedRepair")
     # Model code ran isolated (unisolated levels are refused by default) and the run says how.
     assert metadata["isolation"] in ISOLATED and metadata["sandbox"]["level"] == metadata["isolation"]
 
@@ -78,7 +81,7 @@ def test_loss_mask_covers_exactly_the_policy_tokens(run):
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     chat = ChatFormat(tokenizer)
     tasks = {t.task_id: t for t in load_tasks(cfg.data.dataset)}
-    seeded = 0
+    seeded, advantages = 0, []
     for step in (1, 2):
         rows = [json.loads(line) for line in (run_dir / "rollouts" / f"step-{step:06d}.jsonl").open()]
         assert len(rows) == cfg.rollout.tasks_per_step * cfg.rollout.samples_per_task
@@ -94,13 +97,18 @@ def test_loss_mask_covers_exactly_the_policy_tokens(run):
             assert sum(mask) == sum(len(t["response_ids"]) for t in turns if not t["seeded"]) > 0
             assert [t["seeded"] for t in turns[1:]] == [False] * (len(turns) - 1)   # only first attempts are seeded
             seeded += turns[0]["seeded"]
+            assert len(row["credit"]["advantages"]) == len(turns) and row["credit"]["trained"]
+            advantages += row["credit"]["advantages"]
             # The environment's parts are what the environment says: the task prompt, then feedback.
-            assert turns[0]["prompt_ids"] == chat.first_prompt_ids(tasks[row["task_id"]])
-            for turn, feedback in zip(turns[1:], row["feedback"]):
-                assert feedback in tokenizer.decode(turn["prompt_ids"])
+            assert turns[0]["prompt_ids"] == chat.first_prompt_ids(first_user_message(tasks[row["task_id"]]))
+            for before, turn in zip(turns, turns[1:]):
+                assert before["feedback"] in tokenizer.decode(turn["prompt_ids"])
+                assert "Lint: " in before["feedback"].splitlines()[-1]   # the plug-in environment's own feedback
+            assert turns[-1]["feedback"] is None
             assert len(turns) == cfg.episode.max_turns   # stop_on_public_pass is off in this recipe
             # Policy tokens carry their sampling logprobs; environment tokens carry none.
             assert all(lp == 0.0 for lp, m in zip(row["rollout_logprobs"], mask) if not m)
             assert all(lp < 0.0 for lp, m in zip(row["rollout_logprobs"], mask) if m)
+    assert any(a != 0 for a in advantages)   # the rollout files record the advantages trained on
     # Both kinds of episode occurred: seeded first attempts, and sampled ones.
     assert 0 < seeded < 2 * cfg.rollout.tasks_per_step * cfg.rollout.samples_per_task

@@ -1,64 +1,206 @@
-"""The DeepSpeed learner as a plain class (no Ray), on the tiny model: PPO with the turn-level
-critic trains its value head toward the returns, and only the policy is published."""
+"""The DeepSpeed learner as a plain class (no Ray, except for the two-rank test), on the tiny
+model: explicit gradient accumulation and mini-batches give the gradient of the whole batch in
+every loss aggregation mode; two gloo ranks make the update of one; the critic trains toward the
+returns; the reference is loaded only when a KL weight can matter."""
+import dataclasses
 import random
 
 import pytest
 import torch
 
-from launch.train import critic_advantages
+from rl.advantages import estimator
 from rl.config import load_config
-from rl.trajectory import ENV_TURN, Trajectory
+from rl.credit import assign_credit, turn_kl
+from rl.episode import Credit, Episode, Turn
+from rl.learner import Learner, learner_options, shards
+from rl.losses import policy_loss, token_logprobs_and_entropy
+from envs.tasks import Task, TestCase
 from tests.conftest import REPO
+from tests.records import verdicts
+
+TASK = Task("t", "p", "f", (TestCase("call", "f(0)", "0"),), (TestCase("call", "f(1)", "1"),))
 
 
-def _trajectory(rng, rewards):
-    ids, turn_ids = [], []
-    for t in range(len(rewards)):
-        ids += [rng.randrange(100, 1000) for _ in range(5)]
-        turn_ids += [ENV_TURN] * 5
-        ids += [rng.randrange(100, 1000) for _ in range(4)]
-        turn_ids += [t] * 4
-    mask = [int(t != ENV_TURN) for t in turn_ids]
-    return Trajectory("t", "t", ids, mask, [0.0] * len(ids), turn_ids, list(rewards), 0,
-                      turn_kl_coefs=[0.01] * len(rewards))
+def _episode(rng, turns: int, index: int = 0, prompt: int = 5, reply: int = 4) -> Episode:
+    """Random token ids: `prompt` environment tokens and `reply` policy tokens per turn."""
+    turn_list = []
+    for _ in range(turns):
+        response = [rng.randrange(100, 1000) for _ in range(reply + rng.randrange(4))]
+        turn_list.append(Turn([rng.randrange(100, 1000) for _ in range(prompt + rng.randrange(3))], response,
+                              [-1.0] * len(response), "stop", "x", verdicts(0, 1)))
+    return Episode(TASK, index, index, 0, turn_list)
+
+
+def _credited(rng, n: int, trained=None) -> list[Episode]:
+    """n episodes of 1-2 turns with random advantages and KL weights; `trained[i]` False leaves
+    episode i out of the loss (as the uniform-group filter does)."""
+    out = []
+    for i in range(n):
+        e = _episode(rng, 1 + i % 2, i)
+        k = len(e.turns)
+        out.append(dataclasses.replace(e, credit=Credit(
+            (0.0,) * k, (0.0,) * k, tuple(rng.uniform(-1, 1) for _ in range(k)), tuple(rng.choice([0.0, 0.05]) for _ in range(k)),
+            (), True if trained is None else trained[i])))
+    return out
+
+
+def _config(*overrides):
+    return load_config(REPO / "configs" / "tiny.yaml", ["rollout.tasks_per_step=2", "rollout.samples_per_task=4",
+                                                         "algo.micro_batch_size=2", "algo.lr=1e-2", *overrides])
+
+
+def _learner(cfg, model, port, **kw):
+    return Learner(model, **{**learner_options(cfg, estimator(cfg.algo.advantage)), **kw}, master_port=port)
+
+
+def _capture_gradients(learner):
+    """Record, at each optimizer step, the accumulated gradient and the weights it was taken at."""
+    steps, original = [], learner.engine.step
+
+    def step():
+        if learner.engine.is_gradient_accumulation_boundary():
+            steps.append(({n: p.grad.detach().clone() for n, p in learner.engine.module.named_parameters()},
+                          {n: p.detach().clone() for n, p in learner.engine.module.named_parameters()}))
+        original()
+    learner.engine.step = step
+    return steps
+
+
+@pytest.mark.parametrize("aggregation", ["seq_mean_token_mean", "token_mean", "seq_mean_token_sum_norm"])
+def test_micro_batches_and_mini_batches_give_the_gradient_of_each_whole_mini_batch(aggregation, tiny_model):
+    from transformers import AutoModelForCausalLM
+
+    cfg = _config("algo.mini_batches=2", f"algo.loss_aggregation={aggregation}", "algo.clip_eps=0.1")
+    learner = _learner(cfg, tiny_model, 29741 + ["seq_mean_token_mean", "token_mean", "seq_mean_token_sum_norm"].index(aggregation))
+    batch = _credited(random.Random(3), 8, trained=[True, False, True, True, True, True, False, True])
+    steps = _capture_gradients(learner)
+    initial = AutoModelForCausalLM.from_pretrained(tiny_model)
+    (shard,) = shards(batch, 2, 1)
+    learner.train_step(shard)
+    assert len(steps) == 2
+
+    # The same loss in one pass over each whole (padded) mini-batch, by autograd: old and
+    # reference logprobs from the initial weights, the policy at the weights of that step.
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    for mini, (grads, weights) in zip(shard, steps):
+        ids = torch.tensor([e.layout.token_ids + [0] * (40 - len(e.layout.token_ids)) for e in mini])
+        attention = (torch.arange(40)[None] < torch.tensor([len(e.layout.token_ids) for e in mini])[:, None]).long()
+
+        def pad(rows):
+            return torch.tensor([list(r) + [0] * (40 - len(r)) for r in rows], dtype=torch.float32)
+
+        mask = pad([e.layout.loss_mask if e.credit.trained else [0] * len(e.layout.loss_mask) for e in mini])
+        with torch.no_grad():
+            old = token_logprobs_and_entropy(initial(input_ids=ids, attention_mask=attention).logits, ids, 1.0)[0]
+        missing, _ = model.load_state_dict(weights, strict=False)
+        assert missing == ["lm_head.weight"]   # tied to the embedding
+        model.zero_grad()
+        logp = token_logprobs_and_entropy(model(input_ids=ids, attention_mask=attention).logits, ids, 1.0)[0]
+        trained = [e for e in mini if e.credit.trained]
+        loss, _ = policy_loss(logp, old, old, pad([e.token_advantages() for e in mini]), pad([e.token_kl_coefs() for e in mini]),
+                              mask, 0.1, aggregation=aggregation, num_sequences=len(trained),
+                              num_tokens=float(sum(sum(e.layout.loss_mask) for e in trained)), norm_constant=24 * 2)
+        loss.backward()
+        for name, p in model.named_parameters():
+            assert torch.allclose(grads[name], p.grad, rtol=1e-3, atol=1e-6), name
+    assert any(not torch.equal(steps[0][1][n], steps[1][1][n]) for n in steps[0][1])   # the first step moved the weights
+
+
+def test_no_reference_is_loaded_or_run_when_every_kl_weight_is_zero(tiny_model):
+    cfg = _config("algo.kl_coef=0", "algo.kl_coef_first_turn=0")
+    learner = _learner(cfg, tiny_model, 29751)
+    assert learner.reference is None
+    batch = _credited(random.Random(4), 8)
+    batch = [dataclasses.replace(e, credit=dataclasses.replace(e.credit, kl_coefs=(0.0,) * len(e.turns))) for e in batch]
+    (shard,) = shards(batch, 1, 1)
+    metrics = learner.train_step(shard)
+    assert "kl" not in metrics and metrics["loss_count"] == 4 and torch.isfinite(torch.tensor(metrics["loss"]))
+
+
+def test_two_gloo_ranks_make_the_update_of_one(tiny_model):
+    """The same batch, with filtered episodes falling unevenly between the ranks' shards: the
+    weights after the step agree with one rank's to float tolerance (gradients averaged over
+    ranks, each normalised by the global counts)."""
+    import ray
+
+    from rl.cluster import LearnerGroup
+
+    batch = _credited(random.Random(5), 8, trained=[True, True, True, False, True, True, True, False])
+    ray.init(num_cpus=3, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
+    try:
+        after, metrics_by = {}, {}
+        for ranks in (1, 2):
+            cfg = _config(f"learner.num_ranks={ranks}", "learner.torch_threads=1", "algo.micro_batch_size=1",
+                          "algo.loss_aggregation=seq_mean_token_mean", "algo.grad_clip=null")
+            group = LearnerGroup(cfg, tiny_model, estimator(cfg.algo.advantage))
+            before = ray.get(group.ranks[0].state_dict.remote())
+            metrics = group.train_step(batch)
+            metrics_by[ranks] = metrics
+            after[ranks] = ray.get(group.ranks[0].state_dict.remote())
+            assert metrics["tokens"] == sum(sum(e.layout.loss_mask) for e in batch if e.credit.trained)
+            for r in group.ranks:
+                ray.kill(r)
+        moved = max(float((after[1][n] - before[n]).abs().max()) for n in before)
+        assert moved > 1e-4
+        # The all-reduced gradient has the single rank's norm, and the loss is the same ...
+        assert metrics_by[2]["grad_norm"] == pytest.approx(metrics_by[1]["grad_norm"], rel=1e-5)
+        assert metrics_by[2]["loss"] == pytest.approx(metrics_by[1]["loss"], rel=1e-5)
+        # ... so the weights agree to a small fraction of the step (Adam's first step is ~lr a weight).
+        for name in before:
+            assert float((after[1][name] - after[2][name]).abs().max()) < 1e-2 * moved, name
+    finally:
+        ray.shutdown()
 
 
 @pytest.fixture(scope="module")
-def learner(tiny_model):
-    from rl.learner import Learner
-
+def critic_learner(tiny_model):
     cfg = load_config(REPO / "configs" / "tiny.yaml", [
-        "algo.advantage=turn_value", "algo.lam=1.0", "algo.value_coef=1.0", "algo.value_clip=0",
-        "rollout.tasks_per_step=1", "rollout.samples_per_task=4", "algo.micro_batch_size=2", "algo.lr=1e-2"])
-    return Learner(cfg, tiny_model, master_port=29731)
+        "algo.advantage=turn_value", "algo.lam=1.0", "algo.value_coef=1.0", "algo.value_clip=null",
+        "rollout.tasks_per_step=1", "rollout.samples_per_task=4", "algo.micro_batch_size=2", "algo.lr=1e-2",
+        "algo.kl_in_reward=true"])
+    return cfg, _learner(cfg, tiny_model, 29761)
 
 
-def test_critic_learns_the_returns_and_stays_out_of_the_published_weights(learner):
+def test_critic_learns_the_returns_and_stays_out_of_the_published_weights(critic_learner):
+    cfg, learner = critic_learner
     rng = random.Random(0)
-    batch = [_trajectory(rng, r) for r in ([1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [1.0, 1.0])]
+    episodes = [_episode(rng, len(r), i) for i, r in enumerate(([1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [1.0, 1.0]))]
+    returns = [[1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [1.0, 1.0]]
+
+    def credited():
+        """Fresh values, targets and advantages (rewards from a plug-in that returns `returns`)."""
+        values = learner.passes(episodes, reference=False, values=True)["values"]
+        fixed = iter(returns)
+        return assign_credit(cfg, 1, episodes, lambda turns, task, c: next(fixed), estimator("turn_value"), None, values)
 
     def value_error():
-        values = [v for _, v in sorted(learner.values(batch))]
-        critic_advantages(batch, values, "turn_value", 1.0, 1.0)
-        return sum((v - g) ** 2 for t in batch for v, g in zip(t.old_values, t.value_targets))
+        return sum((v - g) ** 2 for e in credited() for v, g in zip(e.credit.old_values, e.credit.value_targets))
 
     before = value_error()
     assert before > 0.5     # a zero-initialised head against returns of 0..2
     checksum = learner.checksum()
     for _ in range(5):
-        value_error()                     # fresh values, targets and advantages each step
-        metrics = learner.train_step(batch)
+        (shard,) = shards(credited(), 1, 1)
+        metrics = learner.train_step(shard)
     assert metrics["value_loss"] > 0 and torch.isfinite(torch.tensor(metrics["loss"]))
     assert value_error() < 0.5 * before
     assert learner.checksum() != checksum                                  # the policy trained too
     assert not any("value_head" in name for name in learner.parameter_names())
 
 
-def test_turn_kl_is_the_mean_token_log_ratio_to_the_reference(learner):
+def test_reference_pass_gives_the_turn_kl_credit_assignment_reads(critic_learner):
+    _, learner = critic_learner
     rng = random.Random(1)
-    batch = [_trajectory(rng, [0.0, 1.0]), _trajectory(rng, [1.0])]
-    for i, traj in enumerate(batch):   # rollout logprobs = the reference's own, shifted by 0.5 on turn 2
-        ref = learner._logprobs(learner.reference, [traj])[0].tolist()
-        traj.rollout_logprobs = [lp + (0.5 if t == 1 else 0.0) if t != ENV_TURN else 0.0 for lp, t in zip(ref, traj.turn_ids)]
-    kl = [v for _, v in sorted(learner.turn_kl(batch))]
-    assert kl[0] == pytest.approx([0.0, 0.5], abs=1e-5) and kl[1] == pytest.approx([0.0], abs=1e-5)
+    episodes = [_episode(rng, 2), _episode(rng, 1)]
+    (ref_a, ref_b) = learner.passes(episodes, reference=True, values=False)["reference"]
+    assert [len(ref_a), len(ref_b)] == [len(e.layout.token_ids) for e in episodes]
+    # rollout logprobs = the reference's own, shifted by 0.5 on turn 2
+    for e, ref in zip(episodes, (ref_a, ref_b)):
+        offset = 0
+        for t, turn in enumerate(e.turns):
+            offset += len(turn.prompt_ids)
+            turn.response_logprobs = [lp + (0.5 if t == 1 else 0.0) for lp in ref[offset:offset + len(turn.response_ids)]]
+            offset += len(turn.response_ids)
+        e.__dict__.pop("layout", None)   # rebuilt from the edited turns
+    assert turn_kl(episodes[0], ref_a) == pytest.approx([0.0, 0.5], abs=1e-5)
+    assert turn_kl(episodes[1], ref_b) == pytest.approx([0.0], abs=1e-5)

@@ -4,14 +4,15 @@ from types import SimpleNamespace
 
 import pytest
 
-from rewards import REWARDS, RewardError, TurnScore, compute_turn_rewards
+from rewards import REWARDS, RewardError, compute_turn_rewards
 from rl.config import RewardConfig
+from tests.records import turn
 
 TASK = SimpleNamespace(task_id="t0")
-WRONG = TurnScore(True, 1, 4, 1, 2)        # passes 1/4 hidden
-RIGHT = TurnScore(True, 4, 4, 2, 2)
-HALF = TurnScore(True, 2, 4, 2, 2)
-NO_CODE = TurnScore(False, 0, 4, 0, 2)
+WRONG = turn(1, 4, 1, 2)        # passes 1/4 hidden
+RIGHT = turn(4, 4, 2, 2)
+HALF = turn(2, 4, 2, 2)
+NO_CODE = turn(0, 4, 0, 2, code=None)
 
 
 def reward(name, turns, **cfg):
@@ -20,7 +21,7 @@ def reward(name, turns, **cfg):
 
 def test_correct_needs_every_hidden_and_public_test():
     assert RIGHT.correct and not HALF.correct and not NO_CODE.correct
-    assert not TurnScore(True, 4, 4, 1, 2).correct
+    assert not turn(4, 4, 1, 2).correct
 
 
 def test_binary_and_fraction():
@@ -62,7 +63,7 @@ def test_rlef_final_outcome_and_no_code_penalty():
 
 def test_plugin_from_file(tmp_path):
     plugin = tmp_path / "my_reward.py"
-    plugin.write_text("def shaped(turns, task, config):\n    return [t.hidden_fraction * 2 for t in turns]\n")
+    plugin.write_text("def shaped(turns, task, config):\n    return [t.verdicts.hidden_fraction * 2 for t in turns]\n")
     fn = REWARDS.get(f"{plugin}:shaped")
     assert compute_turn_rewards(fn, "shaped", [HALF], TASK, RewardConfig()) == [1.0]
 

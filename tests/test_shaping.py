@@ -1,13 +1,12 @@
 """Reward shaping terms against hand-computed values."""
 import pytest
 
-from rewards.shaping import overlong_penalty, with_kl_penalty
+from rl.credit import overlong_penalty, with_kl_penalty
 
 
 def test_overlong_penalty_is_linear_in_the_buffer():
     # budget 100, buffer 20: free up to 80, -0.5 at 90, -1 at 100
     assert [overlong_penalty(n, 100, 20) for n in (10, 80, 90, 100, 120)] == pytest.approx([0.0, 0.0, -0.5, -1.0, -1.0])
-    assert overlong_penalty(100, 100, 0) == 0.0   # off
 
 
 def test_kl_penalty_per_turn():

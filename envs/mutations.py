@@ -7,7 +7,7 @@ and to make faulty first attempts from reference solutions.
     mutants(source, function="f")    every single-point mutant of f, in a fixed order
     mutate(source, seed, limit=3)    `limit` of them chosen by `seed`, as source text
 
-Each mutant changes exactly one place. Operators:
+Each mutant changes exactly one place. Operators (the default set):
     compare       flipped or shifted comparison:  <  ->  >= / <=,   ==  ->  !=,   in  ->  not in
     off_by_one    an integer literal or a range() bound moved by one
     arithmetic    a swapped operator:  + <-> -,  * -> +,  // -> /,  % -> //
@@ -15,6 +15,11 @@ Each mutant changes exactly one place. Operators:
     negate        an if / while / ternary condition negated
     wrong_return  a returned value replaced with None
     delete        a statement of a block replaced with `pass`
+
+Extra operators, only with `extra=True` (the default set and its order are unchanged, so the
+repair curriculum's seeded mutants stay the same):
+    swap_args     two adjacent positional arguments of a call swapped:  f(a, b) -> f(b, a)
+    swap_operands the operands of a non-commutative operator swapped:  a - b -> b - a
 """
 from __future__ import annotations
 
@@ -32,6 +37,9 @@ _ARITHMETIC = {
     ast.Add: (ast.Sub,), ast.Sub: (ast.Add,), ast.Mult: (ast.Add,), ast.FloorDiv: (ast.Div,),
     ast.Div: (ast.FloorDiv,), ast.Mod: (ast.FloorDiv,), ast.Pow: (ast.Mult,),
 }
+_NON_COMMUTATIVE = (ast.Sub, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow, ast.LShift, ast.RShift)
+OPERATORS = ("compare", "off_by_one", "arithmetic", "boolean", "negate", "wrong_return", "delete")
+EXTRA_OPERATORS = ("swap_args", "swap_operands")
 _SYMBOL = {
     ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "==", ast.NotEq: "!=", ast.In: "in",
     ast.NotIn: "not in", ast.Is: "is", ast.IsNot: "is not", ast.Add: "+", ast.Sub: "-", ast.Mult: "*",
@@ -47,18 +55,19 @@ class Mutant:
     description: str
 
 
-def mutants(source: str, function: str | None = None) -> list[Mutant]:
+def mutants(source: str, function: str | None = None, extra: bool = False) -> list[Mutant]:
     """Every single-point mutant of `source` (of `function` only, when given), deduplicated.
 
     A mutant whose text equals the original's (after normalising through the AST) or another
-    mutant's is dropped. Raises SyntaxError if `source` does not parse.
+    mutant's is dropped. `extra` adds the EXTRA_OPERATORS' mutants after the default ones.
+    Raises SyntaxError if `source` does not parse.
     """
     original = ast.unparse(ast.parse(source))
     seen, found = {original}, []
-    count = sum(1 for _ in _sites(ast.parse(source), function))
+    count = sum(1 for _ in _sites(ast.parse(source), function, extra))
     for index in range(count):
         tree = ast.parse(source)
-        site = next(s for i, s in enumerate(_sites(tree, function)) if i == index)
+        site = next(s for i, s in enumerate(_sites(tree, function, extra)) if i == index)
         operator, line, description = site()
         text = ast.unparse(ast.fix_missing_locations(tree))
         if text not in seen:
@@ -67,9 +76,10 @@ def mutants(source: str, function: str | None = None) -> list[Mutant]:
     return found
 
 
-def mutate(source: str, seed: int, limit: int | None = None, function: str | None = None) -> list[str]:
+def mutate(source: str, seed: int, limit: int | None = None, function: str | None = None,
+           extra: bool = False) -> list[str]:
     """Up to `limit` mutants (all when None) in an order fixed by `seed`."""
-    chosen = mutants(source, function)
+    chosen = mutants(source, function, extra)
     random.Random(seed).shuffle(chosen)
     return [m.source for m in chosen[:limit]]
 
@@ -83,7 +93,7 @@ def _scope(tree: ast.Module, function: str | None) -> list[ast.AST]:
     return found[:1]
 
 
-def _sites(tree: ast.Module, function: str | None) -> Iterator:
+def _sites(tree: ast.Module, function: str | None, extra: bool = False) -> Iterator:
     """Callables that each apply one mutation to `tree` in place, in a deterministic order.
 
     Each returns (operator, line, description). They are generated lazily over a fresh tree,
@@ -92,6 +102,24 @@ def _sites(tree: ast.Module, function: str | None) -> Iterator:
     for scope in _scope(tree, function):
         for node in ast.walk(scope):
             yield from _node_sites(node)
+    if extra:  # after every default site, so the default sites keep their indices
+        for scope in _scope(tree, function):
+            for node in ast.walk(scope):
+                yield from _extra_sites(node)
+
+
+def _extra_sites(node: ast.AST) -> Iterator:
+    line = getattr(node, "lineno", 0)
+    if isinstance(node, ast.Call):
+        positional = [a for a in node.args if not isinstance(a, ast.Starred)]
+        if len(positional) == len(node.args):
+            for i in range(len(node.args) - 1):
+                a, b = node.args[i], node.args[i + 1]
+                if ast.dump(a) != ast.dump(b):
+                    yield _swap(node.args, i, i + 1, "swap_args", line,
+                                f"arguments `{ast.unparse(a)}` and `{ast.unparse(b)}` of `{ast.unparse(node.func)}` swapped")
+    elif isinstance(node, ast.BinOp) and isinstance(node.op, _NON_COMMUTATIVE) and ast.dump(node.left) != ast.dump(node.right):
+        yield _swap_operands(node, line, f"`{ast.unparse(node)}` -> operands swapped")
 
 
 def _node_sites(node: ast.AST) -> Iterator:
@@ -139,6 +167,20 @@ def _replace_in(items, index, value, operator, line, description):
     def apply():
         items[index] = value
         return operator, line, description
+    return apply
+
+
+def _swap(items, i, j, operator, line, description):
+    def apply():
+        items[i], items[j] = items[j], items[i]
+        return operator, line, description
+    return apply
+
+
+def _swap_operands(node, line, description):
+    def apply():
+        node.left, node.right = node.right, node.left
+        return "swap_operands", line, description
     return apply
 
 

@@ -18,6 +18,7 @@ subclass of `Environment` constructed with the same arguments):
   repair           the same, but for a share `episode.seeded_first_turns` of the tasks the first
                    attempts are verified faulty programs (the repair curriculum, SCoRe's MBPP-R):
                    the policy writes only the revisions
+  seeded           every task carries its own first attempt (the held-out repair benchmark)
 """
 from __future__ import annotations
 
@@ -165,9 +166,25 @@ class Repair(Environment):
                 for t, o in zip(tasks, openings)]
 
 
+class SeededAttempts(Environment):
+    """Every episode starts from the first attempt its task carries (`task.metadata
+    ["first_attempt"]`): the held-out repair benchmark (envs/repair.py:load_benchmark), where
+    each task is one seeded attempt, faulty or correct, and the policy writes only revisions."""
+
+    def open(self, tasks: Sequence[Task], attempts: int) -> list[Opening]:
+        from envs.repair import as_reply
+
+        missing = [t.task_id for t in tasks if "first_attempt" not in t.metadata]
+        if missing:
+            raise ValueError(f"environment 'seeded': tasks without a first attempt: {missing[:5]}")
+        return [Opening(o.message, [as_reply(t.metadata["first_attempt"])] * attempts)
+                for t, o in zip(tasks, super().open(tasks, attempts))]
+
+
 ENVIRONMENTS: Registry[type[Environment]] = Registry("environment")
 ENVIRONMENTS.register("self_correction")(Environment)
 ENVIRONMENTS.register("repair")(Repair)
+ENVIRONMENTS.register("seeded")(SeededAttempts)
 
 
 def environment_class(name: str) -> type[Environment]:

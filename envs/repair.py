@@ -85,6 +85,41 @@ def load_faulty_programs(tasks: Sequence[Task], source: str, executor: Executor,
     return FaultyPrograms(kept, seed)
 
 
+BENCHMARKS = {"repair_v1": Path(__file__).with_name("data") / "repair_benchmark_v1.jsonl"}
+
+
+def load_benchmark(name_or_path: str, heldout_fraction: float = 0.25, split_seed: int = 0) -> list[Task]:
+    """The held-out repair benchmark (docs/repair_benchmark.md) as one task per row: the row's
+    task from the held-out split of its dataset, with the row's id as task id and its seeded
+    first attempt, kind ("faulty" / "correct") and mutation in `metadata` (the `seeded`
+    environment reads `first_attempt`)."""
+    import dataclasses
+
+    from envs.datasets import load_tasks
+
+    path = BENCHMARKS.get(name_or_path, Path(name_or_path))
+    if not path.is_file():
+        raise DatasetError(f"benchmark {name_or_path!r}: no such file (known: {', '.join(BENCHMARKS)})")
+    rows, splits = [], {}
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+                rows.append((lineno, row, row["dataset"], row["task_id"], row["kind"], row["program"]))
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise DatasetError(f"{path}:{lineno}: not a benchmark row ({type(exc).__name__}: {exc})") from None
+    tasks = []
+    for lineno, row, dataset, task_id, kind, program in rows:
+        if dataset not in splits:
+            splits[dataset] = {t.task_id: t for t in load_tasks(dataset, "heldout", heldout_fraction, split_seed)}
+        if task_id not in splits[dataset]:
+            raise DatasetError(f"{path}:{lineno}: task {task_id!r} is not in the held-out split of {dataset!r}")
+        base = splits[dataset][task_id]
+        tasks.append(dataclasses.replace(base, task_id=str(row.get("id", f"{task_id}#{lineno}")), metadata={
+            **base.metadata, "first_attempt": program, "kind": kind, "mutation": row.get("mutation"), "base_task_id": task_id}))
+    return tasks
+
+
 def as_reply(program: str) -> str:
     """The text a seeded first turn shows as the assistant's reply."""
     return f"```python\n{program.rstrip()}\n```"

@@ -4,6 +4,7 @@ Everything here is plain data so it can cross process and Ray boundaries unchang
 """
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -46,3 +47,18 @@ class Task:
     reference_solution: str = ""         # a known-good program, when the dataset has one
     source: str = ""                     # dataset name, e.g. "starter", "humaneval"
     metadata: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+class TaskSampler:
+    """Seeded passes over the training tasks in shuffled order."""
+
+    def __init__(self, tasks, seed: int):
+        self.tasks, self.rng, self.queue = list(tasks), random.Random(seed), []
+
+    def next(self, k: int):
+        batch = []
+        while len(batch) < k:
+            if not self.queue:
+                self.queue = self.rng.sample(self.tasks, len(self.tasks))
+            batch.append(self.queue.pop())
+        return batch

@@ -35,6 +35,7 @@ class EvalArgs:
     tasks: list            # loaded and checked before anything starts
     model_path: str
     argv: list[str]
+    benchmark: str | None = None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", help="HF folder, hub id or 'smollm2-135m-instruct' (model.path; default: the config's)")
     p.add_argument("--dataset", help="starter, humaneval, leetcode, jsonl (with data.path=FILE), jsonl:FILE, or module:function (data.dataset)")
+    p.add_argument("--benchmark", help="the held-out repair benchmark instead of a dataset: repair_v1 or a JSONL file of "
+                                        "seeded first attempts (docs/repair_benchmark.md); reports the fix and keep rates")
     p.add_argument("--turns", type=int, help="turns per episode (episode.max_turns)")
     p.add_argument("--split", choices=("heldout", "train", "all"), default="all",
                    help="which part of the data.heldout_fraction / data.split_seed split to evaluate (default: all)")
@@ -92,16 +95,33 @@ def parse_args(argv: list[str] | None = None) -> EvalArgs:
     flags = [f"{key}={json.dumps(value)}" for key, value in (
         ("model.path", args.model), ("data.dataset", args.dataset), ("episode.max_turns", args.turns),
         ("episode.feedback", args.feedback), ("rollout.max_new_tokens", args.max_new_tokens),
-        ("eval.temperature", args.temperature),
+        ("eval.temperature", args.temperature), ("eval.environment", "seeded" if args.benchmark else None),
     ) if value is not None]
     try:
         cfg = load_config(args.config, [*args.overrides, *flags])
-        tasks = _load_tasks(cfg, args.split, args.limit)
+        tasks = _load_benchmark(cfg, args.benchmark, args.limit) if args.benchmark else _load_tasks(cfg, args.split, args.limit)
         model_path = resolve_model(cfg)
     except ConfigError as exc:
         fail(f"config error: {exc}")
     return EvalArgs(cfg, args.split, args.limit, args.samples, args.temperature, ks, out, args.chunk_tasks,
-                    tasks, model_path, argv)
+                    tasks, model_path, argv, args.benchmark)
+
+
+def _load_benchmark(cfg: Config, benchmark: str, limit: int | None) -> list:
+    """One task per benchmark row, from the held-out split of its dataset; --limit keeps a
+    deterministic subset of the rows."""
+    import random
+
+    from envs.datasets import DatasetError
+    from envs.repair import load_benchmark
+
+    try:
+        tasks = load_benchmark(benchmark, cfg.data.heldout_fraction, cfg.data.split_seed)
+    except DatasetError as exc:
+        raise ConfigError(f"--benchmark: {exc}") from None
+    if limit is not None and limit < len(tasks):
+        tasks = sorted(random.Random(0).sample(tasks, limit), key=lambda t: t.task_id)
+    return tasks
 
 
 def _load_tasks(cfg: Config, split: str, limit: int | None) -> list:
@@ -124,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
 def evaluate(args: EvalArgs) -> dict:
     """Runs the evaluation; returns the contents of metrics.json."""
     from launch.runtime import Runtime, evaluate as run_evaluation
-    from rl.metrics import group_by_task, transition_counts
+    from rl.metrics import group_by_task, repair_metrics, transition_counts
     from rl.report import eval_report, plot_transitions
 
     cfg, turns = args.cfg, args.cfg.episode.max_turns
@@ -139,6 +159,8 @@ def evaluate(args: EvalArgs) -> dict:
         isolation, sandbox_info = rt.executor.isolation, rt.executor.info
     wall_s = time.monotonic() - started
 
+    if args.benchmark:
+        metrics.update(repair_metrics(episodes))
     correct = [[t.correct for t in e.turns] for e in episodes]
     by_task = group_by_task([e.task.task_id for e in episodes], correct)
     turns_run = [t for e in episodes for t in e.turns]
@@ -147,7 +169,8 @@ def evaluate(args: EvalArgs) -> dict:
         "transitions": [{"from_turn": t + 1, "to_turn": t + 2, **table}
                         for t, table in enumerate(transition_counts(correct, turns))],
         "settings": {
-            "model": cfg.model.path, "model_path": args.model_path, "dataset": cfg.data.dataset,
+            "model": cfg.model.path, "model_path": args.model_path,
+            "dataset": f"benchmark {args.benchmark}" if args.benchmark else cfg.data.dataset,
             "split": args.split, "limit": args.limit, "tasks": len(by_task), "samples_per_task": args.samples,
             "turns": turns, "environment": cfg.eval.environment, "feedback": cfg.episode.feedback,
             "temperature": args.temperature, "top_p": cfg.rollout.top_p if args.temperature > 0 else 1.0,

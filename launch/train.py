@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import time
 from pathlib import Path
@@ -45,9 +44,10 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def train(cfg: Config) -> dict:
-    """Runs the whole job; returns {'run_dir', 'before', 'after'} (the evaluation reports)."""
+    """Runs the whole job; returns {'run_dir', 'before', 'after', 'comparison'} (the evaluation
+    reports, and the paired after − before differences when both ran)."""
     from launch.runtime import Runtime, load_split, resolve_model
-    from rl.report import accuracy_table
+    from rl.report import accuracy_table, comparison_table
     from rl.tracking import Tracker
 
     # Everything that can fail on user input fails here, before Ray or vLLM start.
@@ -70,7 +70,13 @@ def train(cfg: Config) -> dict:
         with Tracker(cfg, run_dir, metadata) as tracker:
             reports = run_loop(cfg, rt, tracker, train_env, eval_env, train_tasks, eval_tasks, run_dir, model_path)
     if reports:
-        print(accuracy_table(reports, cfg.episode.max_turns, f"held-out ({len(eval_tasks)} tasks)"))
+        rows = {name: r for name, r in reports.items() if name in ("before", "after")}
+        print(accuracy_table(rows, cfg.episode.max_turns, f"held-out ({len(eval_tasks)} tasks)"))
+    if "comparison" in reports:
+        print()
+        print(comparison_table(reports["comparison"]))
+        for name, c in reports["comparison"].items():
+            print(f"{name.replace('acc_t', 'Acc@t')}: {c['summary']}")
     print(f"run directory: {run_dir}")
     return {"run_dir": str(run_dir), **reports}
 
@@ -79,17 +85,17 @@ def run_loop(cfg: Config, rt, tracker, train_env, eval_env, train_tasks, eval_ta
     """Evaluation before, the training steps, evaluation after, checkpoints; returns the reports."""
     from tqdm import tqdm
 
+    from envs.tasks import TaskSampler
     from launch.runtime import evaluate
+    from rl.metrics import paired_comparisons
 
-    def held_out(version: int) -> dict:
-        _, report = evaluate(rt, eval_env, eval_tasks, samples=1, temperature=cfg.eval.temperature, ks=[1],
-                             weight_version=version)
-        return report
+    def held_out(version: int):
+        return evaluate(rt, eval_env, eval_tasks, samples=1, temperature=cfg.eval.temperature, ks=[1], weight_version=version)
 
     loop = Loop(cfg, rt, train_env, run_dir / "rollouts" if cfg.run.save_rollouts else None)
-    reports = {}
+    reports, episodes = {}, {}
     if cfg.eval.before and eval_env:
-        reports["before"] = held_out(0)
+        episodes["before"], reports["before"] = held_out(0)
         tracker.log(0, {f"eval/{k}": v for k, v in reports["before"].items()})
     sampler = TaskSampler(train_tasks, cfg.run.seed)
     with tqdm(range(1, cfg.run.steps + 1), desc="train", unit="step", file=sys.stdout) as bar:
@@ -101,29 +107,18 @@ def run_loop(cfg: Config, rt, tracker, train_env, eval_env, train_tasks, eval_ta
             if cfg.run.save_every is not None and step % cfg.run.save_every == 0:
                 rt.learner.save(str(run_dir / "checkpoints" / f"step-{step:06d}"), model_path)
     if cfg.eval.after and eval_env:
-        reports["after"] = held_out(loop.version)
+        episodes["after"], reports["after"] = held_out(loop.version)
         tracker.log(cfg.run.steps, {f"eval/{k}": v for k, v in reports["after"].items()})
+    if len(episodes) == 2:   # the same tasks before and after: the paired difference and its noise
+        reports["comparison"] = paired_comparisons(episodes["before"], episodes["after"], cfg.episode.max_turns)
+        tracker.log(cfg.run.steps, {f"eval/change_{name}_{k}": c[k] for name, c in reports["comparison"].items()
+                                    for k in ("difference", "low", "high", "p_value")})
     if cfg.run.save_final:
         rt.learner.save(str(run_dir / "final"), model_path)
     if reports:
         (run_dir / "eval.json").write_text(json.dumps(reports, indent=2))
-        tracker.summary({f"eval_{name}/{k}": v for name, r in reports.items() for k, v in r.items()})
+        tracker.summary({f"eval_{name}/{k}": v for name in ("before", "after") if name in reports for k, v in reports[name].items()})
     return reports
-
-
-class TaskSampler:
-    """Seeded passes over the training tasks in shuffled order."""
-
-    def __init__(self, tasks, seed: int):
-        self.tasks, self.rng, self.queue = list(tasks), random.Random(seed), []
-
-    def next(self, k: int):
-        batch = []
-        while len(batch) < k:
-            if not self.queue:
-                self.queue = self.rng.sample(self.tasks, len(self.tasks))
-            batch.append(self.queue.pop())
-        return batch
 
 
 class Loop:

@@ -160,12 +160,36 @@ def sampled_report(per_task: Sequence[Sequence[Sequence[bool]]], num_turns: int,
 # reports over episode records (rl/episode.py)
 
 
-def evaluation_metrics(episodes, num_turns: int, ks: Sequence[int]) -> dict[str, float]:
+def evaluation_metrics(episodes, num_turns: int, ks: Sequence[int], confidence: float = 0.95) -> dict[str, float]:
     """What an evaluation reports (train's before/after and `selfcorrect eval`): per_turn_report
-    plus sampled_report over the episodes grouped by task."""
+    plus sampled_report over the episodes grouped by task, and the 95 % interval of every Acc@t
+    and Δ as `<name>_low` / `<name>_high` (`intervals`)."""
     correct = [[t.correct for t in e.turns] for e in episodes]
     by_task = group_by_task([e.task.task_id for e in episodes], correct)
-    return {**per_turn_report(correct, num_turns), **sampled_report(list(by_task.values()), num_turns, ks)}
+    report = {**per_turn_report(correct, num_turns), **sampled_report(list(by_task.values()), num_turns, ks)}
+    return {**report, **intervals(list(by_task.values()), num_turns, confidence)}
+
+
+def intervals(per_task: Sequence[Sequence[Sequence[bool]]], num_turns: int, confidence: float = 0.95) -> dict[str, float]:
+    """Intervals over per-task episodes [task][episode][turn]: Wilson for Acc@t when every task
+    has one episode (the tasks are the independent trials); otherwise, and for Δ, Δi→c and Δc→i,
+    a bootstrap over tasks (episodes of one task are not independent)."""
+    from rl import stats
+
+    out: dict[str, float] = {}
+    single = all(len(episodes) == 1 for episodes in per_task)
+    for t in range(num_turns):
+        if single:
+            low, high = stats.wilson_interval(sum(pad_turns(e, num_turns)[0][t] for e in per_task), len(per_task), confidence)
+        else:
+            result = stats.bootstrap_tasks(per_task, stats.accuracy(num_turns, t), confidence=confidence)
+            low, high = result.low, result.high
+        out[f"acc_t{t + 1}_low"], out[f"acc_t{t + 1}_high"] = low, high
+    if num_turns > 1:
+        for name, statistic in (("delta", stats.delta), ("delta_i2c", stats.delta_i2c), ("delta_c2i", stats.delta_c2i)):
+            result = stats.bootstrap_tasks(per_task, statistic(num_turns), confidence=confidence)
+            out[f"{name}_low"], out[f"{name}_high"] = result.low, result.high
+    return out
 
 
 def step_metrics(episodes, num_turns: int) -> dict[str, float]:
@@ -192,3 +216,39 @@ def step_metrics(episodes, num_turns: int) -> dict[str, float]:
     metrics["tokens/policy"] = sum(sum(e.layout.loss_mask) for e in episodes)
     metrics["tokens/total"] = sum(len(e.layout.token_ids) for e in episodes)
     return metrics
+
+
+def paired_comparisons(before, after, num_turns: int) -> dict[str, dict]:
+    """Two evaluations of the same tasks (episode records): for Acc@t1 and Acc@tT, the paired
+    difference after − before with its task-bootstrap interval, the discordant counts and the
+    exact McNemar p-value (rl/stats.py:compare_models), as plain dicts."""
+    import dataclasses
+
+    from rl import stats
+
+    def per_task(episodes, t):
+        by_task = group_by_task([e.task.task_id for e in episodes], [[x.correct for x in e.turns] for e in episodes])
+        return {task: [c[t] for c in pad_turns(eps, num_turns)] for task, eps in by_task.items()}
+
+    out = {}
+    for t in sorted({0, num_turns - 1}):
+        b, a = per_task(before, t), per_task(after, t)
+        tasks = sorted(b.keys() & a.keys())
+        out[f"acc_t{t + 1}"] = dataclasses.asdict(stats.compare_models([b[k] for k in tasks], [a[k] for k in tasks]))
+    return out
+
+
+def repair_metrics(episodes, confidence: float = 0.95) -> dict[str, float]:
+    """On the repair benchmark (episodes of the `seeded` environment, one per row): fix_rate, the
+    share of faulty first attempts whose last program is correct, and keep_rate, the share of
+    correct first attempts still correct at the end, each with its Wilson interval and count."""
+    from rl import stats
+
+    out: dict[str, float] = {}
+    for kind, name in (("faulty", "fix_rate"), ("correct", "keep_rate")):
+        last = [e.turns[-1].correct for e in episodes if e.task.metadata.get("kind") == kind]
+        if last:
+            out[name] = sum(last) / len(last)
+            out[f"{name}_low"], out[f"{name}_high"] = stats.wilson_interval(sum(last), len(last), confidence)
+            out[f"{name}_n"] = float(len(last))
+    return out

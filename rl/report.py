@@ -8,12 +8,31 @@ from rl.metrics import TRANSITIONS
 
 
 def accuracy_table(rows: dict[str, dict], num_turns: int, label: str) -> str:
-    """Acc@t per turn, then Δ(t1,tT), Δi→c and Δc→i (percentages), one row per named report."""
+    """Acc@t per turn, then Δ(t1,tT), Δi→c and Δc→i (percentages, with the 95 % interval where
+    the report has one: `<name>_low` / `<name>_high`), one row per named report."""
     cols = [f"acc_t{t + 1}" for t in range(num_turns)] + (["delta", "delta_i2c", "delta_c2i"] if num_turns > 1 else [])
     names = {"delta": f"Δ(t1,t{num_turns})", "delta_i2c": "Δi→c", "delta_c2i": "Δc→i"}
     header = [label, *(names.get(c, c.replace("acc_t", "Acc@t")) for c in cols)]
-    body = [[name, *(f"{100 * m[c]:+.1f}" if c == "delta" else f"{100 * m[c]:.1f}" for c in cols)] for name, m in rows.items()]
+    body = [[name, *(_cell(m, c, signed=c == "delta") for c in cols)] for name, m in rows.items()]
     return "\n".join(_md_table(header, body))
+
+
+def _cell(m: dict, key: str, signed: bool = False) -> str:
+    fmt = "{:+.1f}" if signed else "{:.1f}"
+    text = fmt.format(100 * m[key])
+    if f"{key}_low" in m:
+        text += " [" + ", ".join(fmt.format(100 * m[f"{key}_{end}"]) for end in ("low", "high")) + "]"
+    return text
+
+
+def comparison_table(comparisons: dict[str, dict]) -> str:
+    """Paired before/after differences (rl/stats.py:compare_models as dicts), one row each, and
+    the phrase that says whether each is within noise."""
+    rows = [[name.replace("acc_t", "Acc@t"), f"{100 * c['before']:.1f}", f"{100 * c['after']:.1f}",
+             f"{100 * c['difference']:+.1f} [{100 * c['low']:+.1f}, {100 * c['high']:+.1f}]",
+             f"{c['b']} / {c['c']}", f"{c['p_value']:.3g}", "within noise" if c["within_noise"] else "beyond noise"]
+            for name, c in comparisons.items()]
+    return "\n".join(_md_table(["after − before", "before", "after", "difference [95 % CI]", "worse / better", "McNemar p", ""], rows))
 
 
 def eval_report(result: dict) -> str:
@@ -29,6 +48,12 @@ def eval_report(result: dict) -> str:
         "",
     ]
     lines += accuracy_table({Path(str(s["model"])).name: m}, turns, "model").splitlines()
+    if "fix_rate" in m or "keep_rate" in m:
+        lines += ["", "Repair benchmark (the first attempt is seeded; the policy writes the revisions):", ""]
+        lines += _md_table(["seeded first attempt", "episodes", "rate [95 % CI]"], [
+            [what, str(int(m[f"{key}_n"])), _cell(m, key)]
+            for key, what in (("fix_rate", "faulty → correct at the last turn (fix rate)"),
+                              ("keep_rate", "correct → still correct (keep rate)")) if key in m])
     if turns > 1:
         lines += ["", "Transitions between consecutive turns (episodes; early stops keep their last program):", ""]
         rows = [[f"t{tr['from_turn']}→t{tr['to_turn']}", *(str(tr[x]) for x in TRANSITIONS),

@@ -1,0 +1,92 @@
+"""The held-out repair benchmark as the evaluator runs it: one task per row with its seeded first
+attempt (the `seeded` environment), fix and keep rates with Wilson intervals. The policy is a
+script (the vLLM path of `selfcorrect eval` is in test_eval_cli.py); sandbox and tokenizer are real."""
+import json
+
+import pytest
+
+from envs.chat import ChatFormat
+from envs.datasets import DatasetError, load_tasks
+from envs.environments import make_environment
+from envs.execution import ExecutionRequest
+from envs.mutations import mutate
+from envs.repair import as_reply, load_benchmark
+from envs.sandbox import make_executor
+from rl.config import EpisodeConfig, SandboxConfig
+from rl.episode import run_episodes
+from rl.metrics import repair_metrics
+from rl.rollout import Sample, SamplingSpec
+
+
+@pytest.fixture(scope="module")
+def executor():
+    ex = make_executor(workers=2)
+    yield ex
+    ex.close()
+
+
+@pytest.fixture(scope="module")
+def benchmark(tmp_path_factory, executor):
+    """Two held-out starter tasks: a verified faulty mutant and the reference of each."""
+    rows = []
+    for task in [t for t in load_tasks("starter", "heldout", 0.25, 0) if t.reference_solution][:2]:
+        for program in mutate(task.reference_solution, 0, 8, task.entry_point):
+            (result,) = executor.run([ExecutionRequest(program, task.hidden_tests, task.entry_point, task.setup_code)])
+            if not result.all_passed:
+                rows.append({"id": f"{task.task_id}/f", "task_id": task.task_id, "dataset": "starter", "kind": "faulty", "program": program})
+                break
+        rows.append({"id": f"{task.task_id}/c", "task_id": task.task_id, "dataset": "starter", "kind": "correct",
+                     "program": task.reference_solution})
+    path = tmp_path_factory.mktemp("bench") / "bench.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path, rows
+
+
+class Replies:
+    """Replies with each task's reference solution, or with no program at all."""
+
+    def __init__(self, tokenizer, by_prompt_task, fix: bool):
+        self.tokenizer, self.by_prompt_task, self.fix = tokenizer, by_prompt_task, fix
+
+    def __call__(self, prompts, spec):
+        out = []
+        for p in prompts:
+            text = self.tokenizer.decode(p)
+            task = next(t for t in self.by_prompt_task if t.prompt.strip() in text)
+            reply = as_reply(task.reference_solution) if self.fix else "I am not sure."
+            ids = self.tokenizer.encode(reply, add_special_tokens=False) + [self.tokenizer.eos_token_id]
+            out.append([Sample(ids, [-0.1] * len(ids), "stop")] * spec.n)
+        return out
+
+
+@pytest.mark.parametrize("fix, rates", [(True, (1.0, 1.0)), (False, (0.0, 0.0))])
+def test_fix_and_keep_rates_from_seeded_first_attempts(fix, rates, benchmark, executor, tiny_model):
+    from transformers import AutoTokenizer
+
+    path, rows = benchmark
+    tasks = load_benchmark(str(path))
+    assert [t.task_id for t in tasks] == [r["id"] for r in rows]
+    assert [t.metadata["kind"] for t in tasks] == [r["kind"] for r in rows]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    env = make_environment("seeded", EpisodeConfig(max_turns=2, feedback="execution"), SandboxConfig(), executor, tasks)
+    episodes = run_episodes(tasks, env, Replies(tokenizer, tasks, fix), ChatFormat(tokenizer), tokenizer, samples_per_task=1,
+                            revisions=1, sampling=SamplingSpec(temperature=0.0, max_new_tokens=64), weight_version=0,
+                            max_model_len=2048)
+    # The seeded attempt is what the row says, and is judged as the row's kind says.
+    assert [e.turns[0].seeded for e in episodes] == [True] * len(rows)
+    assert [e.turns[0].correct for e in episodes] == [r["kind"] == "correct" for r in rows]
+    m = repair_metrics(episodes)
+    assert (m["fix_rate"], m["keep_rate"]) == rates
+    assert m["fix_rate_n"] == sum(r["kind"] == "faulty" for r in rows) and m["keep_rate_n"] == 2
+    assert m["keep_rate_low"] <= m["keep_rate"] <= m["keep_rate_high"] and m["keep_rate_high"] - m["keep_rate_low"] > 0.3
+
+
+def test_a_row_outside_the_heldout_split_is_refused(tmp_path):
+    train_task = load_tasks("starter", "train", 0.25, 0)[0]
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps({"id": "x", "task_id": train_task.task_id, "dataset": "starter", "kind": "correct", "program": "x"}) + "\n")
+    with pytest.raises(DatasetError, match=r"bad.jsonl:1: task .* is not in the held-out split"):
+        load_benchmark(str(path))
+    path.write_text('{"id": "x"}\n')
+    with pytest.raises(DatasetError, match=r"bad.jsonl:1: not a benchmark row"):
+        load_benchmark(str(path))

@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
 def evaluate(args: EvalArgs) -> dict:
     """Runs the evaluation; returns the contents of metrics.json."""
     from launch.runtime import Runtime, evaluate as run_evaluation
+    from rl.episode import write_episodes
     from rl.metrics import group_by_task, repair_metrics, transition_counts
     from rl.report import eval_report, plot_transitions
 
@@ -187,8 +188,7 @@ def evaluate(args: EvalArgs) -> dict:
         "no_code_fraction": sum(t.code is None for t in turns_run) / len(turns_run),
     }
     (args.out / "metrics.json").write_text(json.dumps(result, indent=2))
-    with (args.out / "episodes.jsonl").open("w") as f:
-        f.writelines(json.dumps(e.to_json()) + "\n" for e in episodes)
+    write_episodes(args.out / "episodes.jsonl", episodes)
     table = eval_report(result)
     (args.out / "table.md").write_text(table + "\n")
     plot_transitions(result, args.out / "transitions.png")

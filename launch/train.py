@@ -140,6 +140,7 @@ class Loop:
 
     def step(self, tasks, step: int) -> dict[str, float]:
         from rl.credit import assign_credit, schedule, turn_kl
+        from rl.episode import write_episodes
         from rl.metrics import step_metrics
 
         cfg, rt, timers = self.cfg, self.rt, self.rt.timers
@@ -148,7 +149,9 @@ class Loop:
         episodes = rt.episodes(self.env, tasks, samples_per_task=cfg.rollout.samples_per_task,
                                revisions=cfg.episode.revisions_per_attempt, temperature=cfg.rollout.temperature,
                                weight_version=self.version)
+        t0 = time.monotonic()
         passes = rt.learner.passes(episodes, self.reference, self.values)
+        timers["passes"] = time.monotonic() - t0
         episodes = assign_credit(cfg, step, episodes, self.reward_fn, self.estimator, passes.get("reference"), passes.get("values"))
 
         t0 = time.monotonic()
@@ -160,9 +163,7 @@ class Loop:
         held = rt.rollout.verify_held(self.verbatim_names, rt.learner.checksum(self.verbatim_names), self.version)
         timers["push"] = time.monotonic() - t0
         if self.rollouts_dir is not None:
-            self.rollouts_dir.mkdir(parents=True, exist_ok=True)
-            with (self.rollouts_dir / f"step-{self.version:06d}.jsonl").open("w") as f:
-                f.writelines(json.dumps(e.to_json()) + "\n" for e in episodes)
+            write_episodes(self.rollouts_dir / f"step-{self.version:06d}.jsonl", episodes)
 
         metrics = step_metrics(episodes, cfg.episode.max_turns)
         metrics["reward/score_stage"] = schedule(cfg, step).reward.score_stage if cfg.reward.name == "score" else 0

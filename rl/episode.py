@@ -125,6 +125,16 @@ class Episode:
         }
 
 
+def write_episodes(path, episodes: Sequence[Episode]) -> None:
+    """One JSON line per episode (`Episode.to_json`): the one rollout file format."""
+    import json
+    from pathlib import Path
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        f.writelines(json.dumps(e.to_json()) + "\n" for e in episodes)
+
+
 def run_episodes(tasks: Sequence[Task], env: Environment, generate: GenerateFn, chat: ChatFormat, tokenizer, *,
                  samples_per_task: int, revisions: int, sampling: SamplingSpec, weight_version: int,
                  max_model_len: int) -> list[Episode]:

@@ -181,7 +181,7 @@ class SeededAttempts(Environment):
                 for t, o in zip(tasks, super().open(tasks, attempts))]
 
 
-ENVIRONMENTS: Registry[type[Environment]] = Registry("environment")
+ENVIRONMENTS: Registry[type[Environment]] = Registry("environment", "selfcorrect.environments")
 ENVIRONMENTS.register("self_correction")(Environment)
 ENVIRONMENTS.register("repair")(Repair)
 ENVIRONMENTS.register("seeded")(SeededAttempts)

@@ -1,7 +1,9 @@
 """One registry pattern for every pluggable piece (rewards, datasets, advantage estimators, ...).
 
-A name is either registered here (`@REWARDS.register("binary")`) or a user plug-in given as
-"package.module:attribute" or "path/to/file.py:attribute"; both resolve through `get`.
+A name is registered here (`@REWARDS.register("binary")`), or an installed package's entry point
+in the registry's group (e.g. `[project.entry-points."selfcorrect.rewards"] concise =
+"mypkg.rewards:concise"` makes `reward.name=concise` work), or a user plug-in given as
+"package.module:attribute" or "path/to/file.py:attribute"; all resolve through `get`.
 """
 from __future__ import annotations
 
@@ -20,8 +22,8 @@ class RegistryError(KeyError):
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str):
-        self.kind = kind
+    def __init__(self, kind: str, entry_point_group: str | None = None):
+        self.kind, self.entry_point_group = kind, entry_point_group
         self._entries: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -40,12 +42,27 @@ class Registry(Generic[T]):
             return self._entries[name]
         if ":" in name:
             return _load_plugin(self.kind, name)
-        close = difflib.get_close_matches(name, self._entries, n=1)
+        installed = self._entry_points()
+        if name in installed:
+            try:
+                return installed[name].load()
+            except Exception as exc:
+                raise RegistryError(f"cannot load {self.kind} {name!r} from its entry point {installed[name].value!r} "
+                                    f"(group {self.entry_point_group}): {type(exc).__name__}: {exc}") from exc
+        close = difflib.get_close_matches(name, [*self._entries, *installed], n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
+        group = f", an entry point of group {self.entry_point_group!r}" if self.entry_point_group else ""
         raise RegistryError(
-            f"unknown {self.kind} {name!r}.{hint} Known: {', '.join(self.names())}; "
-            f"or give a plug-in as 'package.module:name' or 'path/to/file.py:name'."
+            f"unknown {self.kind} {name!r}.{hint} Known: {', '.join(self.names() + sorted(installed))}; "
+            f"or give a plug-in as 'package.module:name' or 'path/to/file.py:name'{group}."
         )
+
+    def _entry_points(self) -> dict:
+        if not self.entry_point_group:
+            return {}
+        from importlib.metadata import entry_points
+
+        return {ep.name: ep for ep in entry_points(group=self.entry_point_group)}
 
 
 def _load_plugin(kind: str, spec: str):

@@ -165,6 +165,11 @@ class Loop:
         if self.rollouts_dir is not None:
             write_episodes(self.rollouts_dir / f"step-{self.version:06d}.jsonl", episodes)
 
+        for e in episodes:
+            if e.credit.reward_error is not None:   # reward.on_error=skip: say which sample, then go on
+                replies = " | ".join(t.text[:200].replace("\n", "\\n") for t in e.turns)
+                print(f"warning: step {step}: episode {e.index} of task {e.task.task_id!r} left out: {e.credit.reward_error}; "
+                      f"replies: {replies}", file=sys.stderr)
         metrics = step_metrics(episodes, cfg.episode.max_turns)
         metrics["reward/score_stage"] = schedule(cfg, step).reward.score_stage if cfg.reward.name == "score" else 0
         if passes.get("reference") is not None:

@@ -94,6 +94,8 @@ class RewardConfig:
     overlong_buffer: int | None = opt(None, "DAPO soft overlong penalty: replies within this many tokens of rollout.max_new_tokens lose up to overlong_penalty (null: off).", min=1)
     overlong_penalty: float = opt(1.0, "Largest overlong penalty (reached at the token budget).", min=0.0)
     timeout_s: float = opt(30.0, "A reward function that takes longer than this for one episode is an error.", min=0.1)
+    format: Literal["native", "openrlhf", "verl"] = opt("native", "How reward.name is called (rewards/base.py): native fn(turns, task, config); openrlhf reward_func(queries, prompts, labels); verl compute_score(data_source, solution_str, ground_truth, extra_info).")
+    on_error: Literal["fail", "skip"] = opt("fail", "A reward function that raises, hangs or returns a bad value: fail stops the run naming the task; skip leaves that episode out of the step (no loss, its own baseline group), counted as reward/errors and logged with the sample.")
 
 
 @dataclass

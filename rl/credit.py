@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Hashable, Sequence
 
-from rewards import compute_turn_rewards
+from rewards import RewardError, compute_turn_rewards
 from rl.advantages import ENV_TURN, Estimator, uniform_groups
 from rl.config import AlgoConfig, Config, RewardConfig
 from rl.episode import Credit, Episode
@@ -57,11 +57,15 @@ def assign_credit(cfg: Config, step: int, episodes: Sequence[Episode], reward_fn
     """The episodes with their Credit: task rewards per turn (reward function, overlong penalty),
     KL weights (or the KL in the reward), baseline keys, the uniform-group filter, advantages."""
     stage = schedule(cfg, step)
-    rewards = [overlong_shaped(cfg, e, compute_turn_rewards(reward_fn, cfg.reward.name, e.turns, e.task, stage.reward))
-               for e in episodes]
-    keys = [baseline_keys(e, cfg.episode.revisions_per_attempt) for e in episodes]
+    scored = [task_rewards(cfg, stage.reward, reward_fn, e) for e in episodes]
+    rewards = [overlong_shaped(cfg, e, s.rewards) for e, s in zip(episodes, scored)]
+    # An episode whose reward failed (skipped) is its own group: it shifts no one's baseline.
+    keys = [baseline_keys(e, cfg.episode.revisions_per_attempt) if s.error is None else [("reward_error", i)] * len(e.turns)
+            for i, (e, s) in enumerate(zip(episodes, scored))]
+    failed = {k[0] for k, s in zip(keys, scored) if s.error is not None}
     # Decided on the task rewards: a KL penalty in the reward would make every group differ.
     uniform = uniform_groups(rewards, [k[0] for k in keys]) if cfg.algo.filter_uniform_groups else set()
+    uniform |= failed
     coefs = [[stage.first_turn_kl if t == 0 else cfg.algo.kl_coef for t in range(len(r))] for r in rewards]
     shaped = rewards
     if reference_logprobs is not None:   # the KL goes in the reward, and so not in the loss
@@ -72,8 +76,28 @@ def assign_credit(cfg: Config, step: int, episodes: Sequence[Episode], reward_fn
     advantages = estimator(shaped, keys, [e.layout.turn_ids for e in episodes], values, stage.gamma, cfg.algo.lam)
     return [dataclasses.replace(e, credit=Credit(
         tuple(r), tuple(s), tuple(a.turns), tuple(c), tuple(k), k[0] not in uniform,
-        None if a.tokens is None else tuple(a.tokens), tuple(a.value_positions), tuple(a.value_targets), tuple(a.old_values)))
-        for e, r, s, c, k, a in zip(episodes, rewards, shaped, coefs, keys, advantages)]
+        None if a.tokens is None else tuple(a.tokens), tuple(a.value_positions), tuple(a.value_targets), tuple(a.old_values),
+        scores.extra, scores.error))
+        for e, r, s, c, k, a, scores in zip(episodes, rewards, shaped, coefs, keys, advantages, scored)]
+
+
+@dataclass(frozen=True)
+class Scored:
+    rewards: list[float]
+    extra: dict
+    error: str | None = None
+
+
+def task_rewards(cfg: Config, reward_cfg: RewardConfig, reward_fn: Callable, episode: Episode) -> Scored:
+    """The reward function's rewards for one episode; with reward.on_error=skip a failure gives
+    zeros and the reason (the episode is then left out of the step), otherwise it is raised."""
+    try:
+        result = compute_turn_rewards(reward_fn, cfg.reward.name, episode.turns, episode.task, reward_cfg)
+    except RewardError as exc:
+        if cfg.reward.on_error == "fail":
+            raise
+        return Scored([0.0] * len(episode.turns), {}, str(exc))
+    return Scored(result.rewards, result.extra)
 
 
 def baseline_keys(episode: Episode, revisions_per_attempt: int) -> list[Hashable]:

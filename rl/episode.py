@@ -62,6 +62,8 @@ class Credit:
     value_positions: tuple[int, ...] = ()
     value_targets: tuple[float, ...] = ()
     old_values: tuple[float, ...] = ()
+    reward_extra: dict = field(default_factory=dict)   # metrics the reward function returned
+    reward_error: str | None = None      # why the reward function failed (reward.on_error=skip): not trained
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,8 @@ class Episode:
             "rollout_logprobs": self.layout.rollout_logprobs,
             "credit": None if credit is None else {
                 "rewards": credit.rewards, "shaped_rewards": credit.shaped_rewards, "advantages": credit.advantages,
-                "token_advantages": credit.token_advantages, "kl_coefs": credit.kl_coefs, "trained": credit.trained},
+                "token_advantages": credit.token_advantages, "kl_coefs": credit.kl_coefs, "trained": credit.trained,
+                "reward_extra": credit.reward_extra, "reward_error": credit.reward_error},
         }
 
 

@@ -208,6 +208,12 @@ def step_metrics(episodes, num_turns: int) -> dict[str, float]:
         if at_t:
             metrics[f"reward/turn{t + 1}"] = sum(at_t) / len(at_t)
     metrics["reward/mean"] = sum(sum(r) for r in rewards) / len(rewards)
+    metrics["reward/errors"] = sum(e.credit.reward_error is not None for e in episodes)
+    extra: dict[str, list[float]] = {}
+    for e in episodes:
+        for k, v in e.credit.reward_extra.items():
+            extra.setdefault(k, []).append(v)
+    metrics.update({f"reward_extra/{k}": sum(v) / len(v) for k, v in extra.items()})
     turns = [t for e in episodes for t in e.turns]
     metrics["episode/filtered_fraction"] = sum(not e.credit.trained for e in episodes) / len(episodes)
     metrics["episode/turns"] = len(turns) / len(episodes)

@@ -16,7 +16,7 @@ NO_CODE = turn(0, 4, 0, 2, code=None)
 
 
 def reward(name, turns, **cfg):
-    return compute_turn_rewards(REWARDS.get(name), name, turns, TASK, RewardConfig(**cfg))
+    return compute_turn_rewards(REWARDS.get(name), name, turns, TASK, RewardConfig(**cfg)).rewards
 
 
 def test_correct_needs_every_hidden_and_public_test():
@@ -65,13 +65,13 @@ def test_plugin_from_file(tmp_path):
     plugin = tmp_path / "my_reward.py"
     plugin.write_text("def shaped(turns, task, config):\n    return [t.verdicts.hidden_fraction * 2 for t in turns]\n")
     fn = REWARDS.get(f"{plugin}:shaped")
-    assert compute_turn_rewards(fn, "shaped", [HALF], TASK, RewardConfig()) == [1.0]
+    assert compute_turn_rewards(fn, "shaped", [HALF], TASK, RewardConfig()).rewards == [1.0]
 
 
 def test_plugin_that_raises_names_the_task():
     def broken(turns, task, config):
         raise ZeroDivisionError("boom")
-    with pytest.raises(RewardError, match=r"reward 'broken' on task 't0' raised ZeroDivisionError: boom"):
+    with pytest.raises(RewardError, match=r"reward 'broken' \(native\) on task 't0' raised ZeroDivisionError: boom"):
         compute_turn_rewards(broken, "broken", [RIGHT], TASK, RewardConfig())
 
 
@@ -86,7 +86,7 @@ def test_plugin_that_hangs_times_out():
 
 @pytest.mark.parametrize("value, message", [
     ([1.0], "returned 1 rewards for 2 turns"),
-    (None, "expected a list of 2 numbers"),
+    (None, "expected 2 numbers"),
     ([1.0, float("nan")], "non-finite"),
 ])
 def test_plugin_with_wrong_output_shape(value, message):

@@ -21,7 +21,7 @@ import torch
 from rl.advantages import Estimator
 from rl.config import AlgoConfig, Config, LearnerConfig
 from rl.episode import Episode
-from rl.losses import clipped_value_loss, policy_loss, token_logprobs_and_entropy
+from rl.losses import clipped_value_loss, policy_loss, selected_logits, selected_logprobs_and_entropy
 from rl.weight_sync import checksum_tensors, publish_weights
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -48,7 +48,7 @@ class Learner:
         deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo", auto_mpi_discovery=False)
 
         self.policy = AutoModelForCausalLM.from_pretrained(model_path, dtype=_DTYPES[dtype])
-        model = PolicyWithValue(self.policy) if critic else self.policy
+        model = TrainingModel(self.policy, value_head=critic)
         # beta = 0 everywhere: the reference can never change the loss, so it is never loaded.
         self.reference = (AutoModelForCausalLM.from_pretrained(model_path, dtype=_DTYPES[dtype]).eval().requires_grad_(False)
                           if reference else None)
@@ -108,11 +108,8 @@ class Learner:
     def _micro_batch_loss(self, mb: list[Episode], old_logp, ref_logp, sequences: float, tokens: float,
                           value_points: float, first: bool):
         t = self._tensors(mb)
-        if self.critic:
-            logits, values = self.engine(input_ids=t["ids"], attention_mask=t["attention"])
-        else:
-            logits = self.engine(input_ids=t["ids"], attention_mask=t["attention"]).logits
-        logp, entropy = token_logprobs_and_entropy(logits, t["ids"], self.temperature)
+        logits, values = self.engine(t["ids"], t["attention"], t["select"])
+        logp, entropy = selected_logprobs_and_entropy(logits, t["ids"], t["select"], self.temperature)
         a = self.algo
         loss, stats = policy_loss(
             logp, logp.detach() if old_logp is None else old_logp, ref_logp, t["adv"], t["kl_w"], t["mask"], a.clip_eps,
@@ -161,9 +158,11 @@ class Learner:
         def pad(rows, value=0, dtype=torch.float32):
             return torch.tensor([list(r) + [value] * (width - len(r)) for r in rows], dtype=dtype, device=self.device)
 
+        mask = pad([e.layout.loss_mask if e.credit.trained else [0] * len(e.layout.loss_mask) for e in episodes])
         return {
             **self._inputs(episodes),
-            "mask": pad([e.layout.loss_mask if e.credit.trained else [0] * len(e.layout.loss_mask) for e in episodes]),
+            "mask": mask,
+            "select": mask > 0,   # the only positions whose logits the loss reads
             "adv": pad([e.token_advantages() for e in episodes]),
             "kl_w": pad([e.token_kl_coefs() for e in episodes]),
             "rollout_lp": pad([e.layout.rollout_logprobs for e in episodes]),
@@ -182,10 +181,15 @@ class Learner:
         return {"v_mask": mask, "v_old": old, "v_target": target}
 
     @torch.no_grad()
-    def _logprobs(self, model, episodes: Sequence[Episode]) -> torch.Tensor:
+    def _logprobs(self, model, episodes: Sequence[Episode], trained_only: bool = True) -> torch.Tensor:
+        """Logprobs of the policy tokens (of trained episodes only, for the loss; of every episode,
+        for credit's reference pass) under `model`; 0 elsewhere."""
         t = self._inputs(episodes)
-        logits = model(input_ids=t["ids"], attention_mask=t["attention"]).logits
-        return token_logprobs_and_entropy(logits, t["ids"], self.temperature)[0]
+        width = t["ids"].shape[1]
+        select = torch.tensor([e.layout.loss_mask + [0] * (width - len(e.layout.loss_mask)) if e.credit is None or e.credit.trained
+                               or not trained_only else [0] * width for e in episodes], dtype=torch.bool, device=self.device)
+        logits, _ = selected_logits(model, t["ids"], t["attention"], select)
+        return selected_logprobs_and_entropy(logits, t["ids"], select, self.temperature)[0]
 
     # -- the passes credit assignment reads ------------------------------------------------
 
@@ -199,11 +203,11 @@ class Learner:
             mb = episodes[i:i + micro]
             lengths = [len(e.layout.token_ids) for e in mb]
             if reference:
-                ref = self._logprobs(self.reference, mb).tolist()
+                ref = self._logprobs(self.reference, mb, trained_only=False).tolist()
                 out["reference"] += [row[:n] for row, n in zip(ref, lengths)]
             if values:
                 t = self._inputs(mb)
-                _, v = self.engine.module(input_ids=t["ids"], attention_mask=t["attention"])
+                _, v = self.engine.module(t["ids"], t["attention"], torch.zeros_like(t["ids"], dtype=torch.bool))
                 out["values"] += [row[:n] for row, n in zip(v.float().tolist(), lengths)]
         return out
 
@@ -267,19 +271,22 @@ def _has_kl(episodes: Sequence[Episode]) -> bool:
     return any(c for e in episodes if e.credit.trained for c in e.credit.kl_coefs)
 
 
-class PolicyWithValue(torch.nn.Module):
-    """The policy and a scalar value head on its last hidden state: forward -> (logits, values)."""
+class TrainingModel(torch.nn.Module):
+    """The policy as the engine trains it: forward(ids, attention, select) -> (logits at the
+    selected targets only, values or None); with `value_head`, PPO's scalar critic on the last
+    hidden state (zero-initialised: V = 0 everywhere at the start)."""
 
-    def __init__(self, policy):
+    def __init__(self, policy, value_head: bool):
         super().__init__()
         self.policy = policy
-        self.value_head = torch.nn.Linear(policy.config.hidden_size, 1, dtype=policy.dtype)
-        torch.nn.init.zeros_(self.value_head.weight)   # start from V = 0 everywhere
-        torch.nn.init.zeros_(self.value_head.bias)
+        self.value_head = torch.nn.Linear(policy.config.hidden_size, 1, dtype=policy.dtype) if value_head else None
+        if self.value_head is not None:
+            torch.nn.init.zeros_(self.value_head.weight)
+            torch.nn.init.zeros_(self.value_head.bias)
 
-    def forward(self, input_ids, attention_mask):
-        out = self.policy(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
-        return out.logits, self.value_head(out.hidden_states[-1]).squeeze(-1)
+    def forward(self, input_ids, attention_mask, select):
+        logits, hidden = selected_logits(self.policy, input_ids, attention_mask, select)
+        return logits, None if self.value_head is None else self.value_head(hidden).squeeze(-1)
 
 
 LearnerActor = ray.remote(Learner)

@@ -6,15 +6,33 @@ import torch
 
 def token_logprobs_and_entropy(logits: torch.Tensor, token_ids: torch.Tensor, temperature: float):
     """log pi(token_k | tokens_<k) for every position k >= 1 (position 0 gets 0), and the entropy of
-    each predictive distribution. Logits are divided by the sampling temperature so the result
-    matches the distribution vLLM sampled from."""
-    logits = logits[:, :-1].float() / temperature
-    logp_all = torch.log_softmax(logits, dim=-1)
-    logp = logp_all.gather(-1, token_ids[:, 1:, None]).squeeze(-1)
+    each predictive distribution, from logits at every position ([B, T, V])."""
+    every = torch.ones_like(token_ids, dtype=torch.bool)
+    every[:, 0] = False
+    return selected_logprobs_and_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), token_ids, every, temperature)
+
+
+def selected_logprobs_and_entropy(logits: torch.Tensor, token_ids: torch.Tensor, select: torch.Tensor, temperature: float):
+    """The same from logits computed only where they are read: `select` ([B, T] bool, False at
+    position 0) marks the target tokens, `logits` ([N, V]) are the predictions of those targets,
+    in row-major order of `select` (the model's outputs at the positions before them). Returns
+    [B, T] tensors, 0 where nothing was selected. Logits are divided by the sampling temperature
+    so the result matches the distribution vLLM sampled from."""
+    logp_all = torch.log_softmax(logits.float() / temperature, dim=-1)
+    logp = logp_all.gather(-1, token_ids[select][:, None]).squeeze(-1)
     with torch.no_grad():
         entropy = -(logp_all.exp() * logp_all).sum(-1)
-    pad = logits.new_zeros(logits.shape[0], 1)
-    return torch.cat([pad, logp], 1), torch.cat([pad, entropy], 1)
+    zeros = torch.zeros(select.shape, dtype=logp.dtype, device=logp.device)
+    return zeros.masked_scatter(select, logp), zeros.masked_scatter(select, entropy)
+
+
+def selected_logits(policy, input_ids: torch.Tensor, attention_mask: torch.Tensor, select: torch.Tensor):
+    """(logits at the positions before each selected target, last hidden states): the LM head and
+    its vocabulary-wide softmax run only where a loss or a logprob reads them, not at prompt and
+    feedback tokens. For decoder-only HF models whose forward applies the head as is (Llama,
+    Qwen, Mistral, ...)."""
+    hidden = policy.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    return policy.get_output_embeddings()(hidden[:, :-1][select[:, 1:]]), hidden
 
 
 def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str) -> torch.Tensor:

@@ -59,8 +59,8 @@ def _capture_gradients(learner):
 
     def step():
         if learner.engine.is_gradient_accumulation_boundary():
-            steps.append(({n: p.grad.detach().clone() for n, p in learner.engine.module.named_parameters()},
-                          {n: p.detach().clone() for n, p in learner.engine.module.named_parameters()}))
+            steps.append(({n: p.grad.detach().clone() for n, p in learner.policy.named_parameters()},
+                          {n: p.detach().clone() for n, p in learner.policy.named_parameters()}))
         original()
     learner.engine.step = step
     return steps

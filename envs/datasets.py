@@ -17,6 +17,7 @@ import importlib.resources
 import inspect
 import json
 import re
+import sys
 import textwrap
 from pathlib import Path
 from typing import Callable
@@ -139,25 +140,39 @@ _TEST_FIELDS = ("kind", "input", "expected")
 
 
 @DATASETS.register("jsonl")
-def load_jsonl(path: str, source: str = "jsonl") -> list[Task]:
+def load_jsonl(path: str, source: str = "jsonl", bad_rows: str = "reject") -> list[Task]:
     """Tasks from a JSONL file, one task per line (format in docs/datasets.md).
 
-    The whole file is validated here, so a bad row stops a run before any model or worker starts.
+    The whole file is validated here, before any model or worker starts. bad_rows="reject": the
+    first malformed row stops the run (file and line); "skip": every malformed row is left out,
+    and each is reported on stderr with its file, line and reason, with the count.
     """
+    if bad_rows not in ("reject", "skip"):
+        raise DatasetError(f"jsonl dataset: bad_rows must be 'reject' or 'skip', got {bad_rows!r}")
     file = Path(path).expanduser()
     if not file.is_file():
         raise DatasetError(f"jsonl dataset: no such file: {path}")
     tasks: list[Task] = []
     first_line: dict[str, int] = {}
+    skipped: list[str] = []
     for lineno, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
         where = f"{path}:{lineno}"
-        task = _parse_row(line, where, source)
-        if task.task_id in first_line:
-            raise DatasetError(f"{where}: task_id: {task.task_id!r} already used on line {first_line[task.task_id]}")
+        try:
+            task = _parse_row(line, where, source)
+            if task.task_id in first_line:
+                raise DatasetError(f"{where}: task_id: {task.task_id!r} already used on line {first_line[task.task_id]}")
+        except DatasetError as exc:
+            if bad_rows == "reject":
+                raise
+            skipped.append(str(exc))
+            continue
         first_line[task.task_id] = lineno
         tasks.append(task)
+    if skipped:
+        print(f"data: skipped {len(skipped)} malformed row(s) of {path} (data.bad_rows=skip):\n  " + "\n  ".join(skipped),
+              file=sys.stderr)
     if not tasks:
         raise DatasetError(f"{path}: no tasks in the file")
     return tasks

@@ -23,7 +23,7 @@ def load_split(cfg: Config, split: str, limit: int | None) -> list:
     from envs.datasets import DatasetError, load_tasks
 
     data = cfg.data
-    options = {"path": data.path} if data.dataset == "jsonl" else {}
+    options = {"path": data.path, "bad_rows": data.bad_rows} if data.dataset == "jsonl" else {}
     try:
         return load_tasks(data.dataset, split, data.heldout_fraction, data.split_seed, limit, **options)
     except DatasetError as exc:

@@ -117,3 +117,17 @@ def test_cli_rejects_a_malformed_dataset_before_ray_starts(tmp_path):
     assert out.returncode == 2
     assert f"{bad}:2: not valid JSON" in out.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_malformed_rows_are_skipped_and_counted_when_asked(tmp_path, capsys):
+    from launch.runtime import load_split
+
+    good = (REPO / "envs/data/starter_tasks.jsonl").read_text().splitlines()[:3]
+    path = tmp_path / "tasks.jsonl"
+    path.write_text("\n".join([good[0], "not json", good[1], '{"task_id": "x"}', good[2]]) + "\n")
+    with pytest.raises(ConfigError, match=rf"{path}:2: not valid JSON"):
+        load_split(load_config(None, ["data.dataset=jsonl", f"data.path={path}"]), "all", None)
+    tasks = load_split(load_config(None, ["data.dataset=jsonl", f"data.path={path}", "data.bad_rows=skip"]), "all", None)
+    assert len(tasks) == 3
+    err = capsys.readouterr().err
+    assert "skipped 2 malformed row(s)" in err and f"{path}:2: not valid JSON" in err and f"{path}:4: missing" in err

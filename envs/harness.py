@@ -272,9 +272,11 @@ def limit_judge_memory(config):
 
 # ----------------------------------------------------------------------------- worker
 
-def _worker(part_a, config, mode, stdin_text, fds, enter=None, confine=None):
+def _worker(config, mode, fds, enter=None, confine=None):
     """Child of the launcher: becomes the untrusted process and never returns.
 
+    The launcher never holds the program: once unprivileged, the worker reads it (with its
+    limits and, for a stdio run, its one input) as a frame the judge writes to fd 3.
     confine: run last, right before the program (the fork server's seccomp filter)."""
     try:
         set_name("sandbox-worker")
@@ -291,23 +293,29 @@ def _worker(part_a, config, mode, stdin_text, fds, enter=None, confine=None):
         except OSError:
             pass
         become(config["worker_uid"], die_with_parent=False)
+        load = read_frame(WORKER_FDS[0])
+        if load is None:
+            os._exit(70)
+        if mode != "functions":
+            os.close(WORKER_FDS[0])  # a stdio run gets nothing more from the judge
         limits = dict(config["limits"])
         if limits:  # the per-request ones
-            limits["RLIMIT_CPU"] = int(math.ceil(part_a["time_limit_s"])) + 1
-            limits["RLIMIT_AS"] = part_a["memory_mb"] << 20
+            limits["RLIMIT_CPU"] = int(math.ceil(load["time_limit_s"])) + 1
+            limits["RLIMIT_AS"] = load["memory_mb"] << 20
         _set_limits(limits)
         if os.environ != config["env"]:  # the fork server already runs with it
             os.environ.clear()
             os.environ.update(config["env"])
         sys.path[:0] = config["sys_path"]
         os.chdir(config["workdir"])
-        sys.stdin = open(0, closefd=False) if mode == "functions" else _stdin_from(stdin_text)
+        sys.stdin = open(0, closefd=False) if mode == "functions" else _stdin_from(load["stdin"])
         sys.stdout = open(1, "w", buffering=1, closefd=False)
         sys.stderr = open(2, "w", buffering=1, closefd=False)
-        source = part_a["setup_code"] + "\n" + part_a["program"]
+        source, entry_point = load["setup_code"] + "\n" + load["program"], load["entry_point"]
+        del load
         if confine is not None:
             confine()
-        code = _serve_functions(source, part_a["entry_point"]) if mode == "functions" else _run_main(source)
+        code = _serve_functions(source, entry_point) if mode == "functions" else _run_main(source)
     except BaseException:
         code = 70
     try:
@@ -341,8 +349,8 @@ def _run_main(source):
         return 1
     except MemoryError:
         return EXIT_MEMORY
-    except BaseException:
-        traceback.print_exc()
+    except BaseException as exc:
+        sys.stderr.write(program_traceback(exc, "main.py"))
         return 1
 
 
@@ -372,14 +380,25 @@ def _serve_functions(source, entry_point):
 
 def _describe(exc):
     name = type(exc).__name__
-    lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
     return {"type": name if isinstance(name, str) else "Exception", "message": _short(exc),
-            "traceback": _short("".join(lines[-3:]).strip())}
+            "traceback": _short(program_traceback(exc, "<program>").strip())}
+
+
+def program_traceback(exc, filename, frames=2):
+    """The program's part of a traceback: its last `frames` frames (those compiled from
+    `filename`) and the exception line. The harness's and the library's frames are left out:
+    their host paths would reach the policy and make feedback depend on the checkout."""
+    try:
+        own = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == filename][-frames:]
+        lines = traceback.format_list(own) + traceback.format_exception_only(type(exc), exc)
+    except BaseException:  # a program's exception whose str() raises, or worse
+        lines = [f"{type(exc).__name__}\n"]
+    return "".join(lines)
 
 
 # ----------------------------------------------------------------------------- launcher
 
-def _launcher(sock, part_a, config, enter=None, deadline=None, confine=None):
+def _launcher(sock, config, enter=None, deadline=None, confine=None):
     """Fork workers on the judge's command and report how each ended, until the judge hangs up
     (or `deadline`, a time.monotonic() value, passes). Then kill the process groups of the
     workers still alive and return their pids, not yet reaped. Never runs untrusted code.
@@ -411,7 +430,7 @@ def _launcher(sock, part_a, config, enter=None, deadline=None, confine=None):
                         _kill_group(workers[cmd["id"]][0])
                     continue
                 next_id += 1
-                pid, judge_fds = _spawn(part_a, config, cmd, enter, confine)
+                pid, judge_fds = _spawn(config, cmd, enter, confine)
                 pidfd = os.pidfd_open(pid)
                 workers[next_id] = (pid, pidfd)
                 sel.register(pidfd, selectors.EVENT_READ, next_id)
@@ -455,21 +474,20 @@ def _kill_group(pid):
         pass
 
 
-def _spawn(part_a, config, cmd, enter=None, confine=None):
-    """Fork one worker; return its pid and the judge's ends of its pipes."""
+def _spawn(config, cmd, enter=None, confine=None):
+    """Fork one worker; return its pid and the judge's ends of its pipes (stdout, stderr, the
+    load-and-call pipe to the worker and, for function tests, the reply pipe)."""
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
+    req_r, req_w = os.pipe()
+    child_fds, judge_fds = [os.open(os.devnull, os.O_RDONLY), out_w, err_w, req_r], [out_r, err_r, req_w]
     if cmd["mode"] == "functions":
-        req_r, req_w = os.pipe()
         rep_r, rep_w = os.pipe()
-        child_fds, judge_fds = [os.open(os.devnull, os.O_RDONLY), out_w, err_w, req_r, rep_w], [out_r, err_r, req_w, rep_r]
-        stdin_text = None
-    else:
-        child_fds, judge_fds = [os.open(os.devnull, os.O_RDONLY), out_w, err_w], [out_r, err_r]
-        stdin_text = part_a["stdio_inputs"][cmd["index"]]
+        child_fds.append(rep_w)
+        judge_fds.append(rep_r)
     pid = os.fork()
     if pid == 0:
-        _worker(part_a, config, cmd["mode"], stdin_text, child_fds, enter, confine)
+        _worker(config, cmd["mode"], child_fds, enter, confine)
     for fd in child_fds:
         os.close(fd)
     return pid, judge_fds
@@ -562,8 +580,8 @@ class _Worker:
         self.judge = judge
         msg, fds = judge.command({"op": "spawn", "mode": mode, "index": index})
         self.id = msg["id"]
-        self.out_r, self.err_r = fds[0], fds[1]
-        self.req_w, self.rep_r = (fds[2], fds[3]) if mode == "functions" else (None, None)
+        self.out_r, self.err_r, self.req_w = fds[0], fds[1], fds[2]
+        self.rep_r = fds[3] if mode == "functions" else None
         self.stdout, self.stderr = bytearray(), bytearray()
         self.replies, self.buffer = [], bytearray()
         self.exit = None          # (signal, code) once the launcher reported it
@@ -785,11 +803,21 @@ class Judge:
             else:
                 key.data.on_readable(key.fd)
 
-    def start(self, mode, index=None):
+    def start(self, mode, index=None, stdin=""):
+        """A fresh worker, sent the program (the launcher never holds it) and its stdio input."""
         worker = _Worker(self, mode, index)
         self.workers[worker.id] = worker
         for fd in worker.fds():
             self.sel.register(fd, selectors.EVENT_READ, worker)
+        load = json.dumps(dict(self.load, stdin=stdin)).encode()
+        try:
+            worker.send_request(struct.pack("<I", len(load)) + load, self.deadline)
+        except BaseException:
+            worker.close()
+            raise
+        if mode != "functions":
+            os.close(worker.req_w)
+            worker.req_w = None
         return worker
 
     # -- tests
@@ -823,6 +851,8 @@ class Judge:
         of the sandbox itself becomes that test's sandbox_error."""
         self.time_limit = part_b["time_limit_s"]
         self.entry_point = part_b["entry_point"]
+        # What each worker is sent; only the judge and the workers ever hold the program.
+        self.load = {key: part_b[key] for key in ("program", "setup_code", "entry_point", "time_limit_s", "memory_mb")}
         self.deadline = time.monotonic() + self.time_limit
         namespace, setup_error = {"__name__": "__judge__"}, None
         try:
@@ -836,7 +866,7 @@ class Judge:
             try:
                 if test["kind"] == "stdio":
                     stdio_index += 1
-                    verdict = self.stdio_test(stdio_index - 1, test["expected"])
+                    verdict = self.stdio_test(stdio_index - 1, test["input"], test["expected"])
                 elif setup_error:
                     verdict = ("error", setup_error, "")
                 else:
@@ -880,10 +910,10 @@ class Judge:
                 tail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             return ("error", tail, "")
 
-    def stdio_test(self, index, expected):
+    def stdio_test(self, index, stdin, expected):
         if time.monotonic() >= self.deadline:
             return ("timeout", f"exceeded the {self.time_limit:g}s time limit", "")
-        worker = self.start("stdio", index)
+        worker = self.start("stdio", index, stdin)
         try:
             worker.wait(lambda: False, self.deadline)
             if worker.fault is not None:
@@ -909,11 +939,12 @@ def _normalise(text):
 
 # ----------------------------------------------------------------------------- entry points
 
-def start_launcher(part_a, config, setup=None):
-    """Fork the launcher with part A only; `setup()` runs first in the child (namespace set-up).
+def start_launcher(config, setup=None):
+    """Fork the launcher; `setup()` runs first in the child (namespace set-up).
 
     Returns the judge's end of the launcher channel and the launcher's pid. Call this before
-    part B (the tests) is read: the launcher and every worker are copies of this process.
+    the request body (program and tests) is read: the launcher and every worker are copies of
+    this process, and the workers get the program from the judge.
     config: worker_uid / judge_uid (None: keep the current uid), limits (rlimit name -> value),
     env, sys_path, workdir, output_limit, die_with_parent.
     """
@@ -927,7 +958,7 @@ def start_launcher(part_a, config, setup=None):
                 setup()
             prctl(PR_SET_DUMPABLE, 0)
             prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-            _launcher(launcher_sock, part_a, config)
+            _launcher(launcher_sock, config)
             _finish(config)
         finally:
             os._exit(1)
@@ -936,7 +967,8 @@ def start_launcher(part_a, config, setup=None):
 
 
 def judge(sock, request_fd, config, report):
-    """Read part B from request_fd, run the tests, `report(verdict_dict)` each in order.
+    """Read the request body (program and tests) from request_fd, run the tests,
+    `report(verdict_dict)` each in order.
 
     Drops to the judge's uid first. Closing the channel at the end makes the launcher kill
     what is left of the workers and exit.
@@ -959,11 +991,9 @@ def main():
         config["remove_workdir"] = True
         if config["worker_uid"] is not None:
             os.chown(config["workdir"], config["worker_uid"], config["worker_uid"])
-    part_a = read_frame(0)
-    if part_a is None:
+    if read_frame(0) is None:  # the header (the request's limits): the workers read theirs from the judge
         return
-    sock, launcher = start_launcher(part_a, config, setup=detach_stdio)
-    del part_a
+    sock, launcher = start_launcher(config, setup=detach_stdio)
     judge(sock, 0, config, lambda verdict: write_all(1, (json.dumps(verdict) + "\n").encode()))
     os.waitpid(launcher, 0)
 

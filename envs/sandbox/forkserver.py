@@ -42,7 +42,6 @@ import socket
 import struct
 import sys
 import time
-import traceback
 
 sys.path[:0] = [os.path.dirname(os.path.abspath(__file__)), os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
 import harness  # noqa: E402  (envs/harness.py: the same judge every level runs)
@@ -52,10 +51,11 @@ from cgroups import SlotCgroups  # noqa: E402
 CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x02000000, 0x04000000, 0x08000000
 CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
 TASK_NAMESPACES = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
+HOME_NAMESPACES = ((CLONE_NEWNS, "mnt"), (CLONE_NEWPID, "pid_for_children"), (CLONE_NEWNET, "net"),
+                   (CLONE_NEWIPC, "ipc"), (CLONE_NEWUTS, "uts"))
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_NOATIME = 1, 2, 4, 8, 32, 1024
 MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
 SIOCSIFFLAGS, IFF_UP = 0x8914, 0x1
-END_OF_STREAM = 3   # a task server's exit status when the client closed the stream
 
 
 def _check(result, what):
@@ -112,7 +112,8 @@ def hide_command_line(name):
 
 
 class Slot:
-    """The zygote's state: the root, the cgroups, the workers' seccomp filter."""
+    """The zygote's state: the root, the cgroups, fds on its own namespaces, the workers' seccomp
+    filter, the limits in force."""
 
     def __init__(self, config):
         self.config, self.root = config, config["root"]
@@ -122,42 +123,53 @@ class Slot:
         self.cgroups = SlotCgroups(config["cgroups"])
         self.cgroups.open_procs()
         self.filter = seccomp.Filter(seccomp.build())
+        self.home = [(flag, os.open(f"/proc/self/ns/{name}", os.O_RDONLY)) for flag, name in HOME_NAMESPACES]
+        self.limits = None
 
     def serve_one(self, control, sequence):
-        """A task server's whole life: one request. Returns its exit status."""
-        part_a = harness.read_frame(0)
-        if part_a is None:
-            return END_OF_STREAM
+        """One request: False at the end of the stream. Reads only the request's header (its
+        time and memory limits); the program and the tests go to the judge, and from the judge
+        the program goes to each worker."""
+        header = harness.read_frame(0)
+        if header is None:
+            return False
         channel, judge_channel = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         socket.send_fds(control, [b"task"], [judge_channel.fileno()])
         judge_channel.close()
-        # Each task the zygote forks takes the next uid of the slot's block.
-        self.run_task(part_a, channel, self.config["uid_first"] + sequence)
-        # No process of the task is left: the judge replies now, while this process exits
-        # (tearing down its copy of the zygote's memory takes longer than the close).
-        channel.close()
-        return 0
+        try:
+            # Each task the zygote runs takes the next uid of the slot's block.
+            self.run_task(header, channel, self.config["uid_first"] + sequence)
+        finally:
+            channel.close()  # the judge replies now: no process of the task is left
+            self.leave_task()
+        return True
 
-    def run_task(self, part_a, channel, worker_uid):
+    def run_task(self, header, channel, worker_uid):
         """One request in fresh namespaces: set them up, launch workers for the judge, tear down."""
         config = self.config
-        deadline = time.monotonic() + part_a["time_limit_s"] + config["grace_s"]  # backstop: the judge times tests itself
+        deadline = time.monotonic() + header["time_limit_s"] + config["grace_s"]  # backstop: the judge times tests itself
         unshare(TASK_NAMESPACES)
         hold_r, hold_w = os.pipe()
         init, workers = None, []
         try:
             init = self._spawn_init(hold_r)
             os.close(hold_r)
+            hold_r = None
             socket.sethostname("sandbox")
             _loopback_up()
             mount("tmpfs", self.root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV,
                   f"size={config['tmpfs_mb']}m,nr_inodes=4096,mode=0700,uid={worker_uid},gid={worker_uid}")
-            self.cgroups.set_limits((part_a["memory_mb"] + config["tmpfs_mb"] + config["overhead_mb"]) << 20,
-                                    config["max_processes"] + 4)
+            limits = ((header["memory_mb"] + config["tmpfs_mb"] + config["overhead_mb"]) << 20, config["max_processes"] + 4)
+            if limits != self.limits:  # the slot's group keeps them: tasks run one at a time
+                self.limits = None
+                self.cgroups.set_limits(*limits)
+                self.limits = limits
             task_config = dict(config["harness"], worker_uid=worker_uid)
-            workers = harness._launcher(channel, part_a, task_config, enter=self._enter_worker,
+            workers = harness._launcher(channel, task_config, enter=self._enter_worker,
                                         confine=self.filter.install, deadline=deadline)
         finally:
+            if hold_r is not None:
+                os.close(hold_r)
             os.close(hold_w)
             if init:
                 os.kill(init, signal.SIGKILL)
@@ -166,11 +178,17 @@ class Slot:
             os.waitpid(pid, 0)
         os.waitpid(init, 0)
 
+    def leave_task(self):
+        """Back into the zygote's own namespaces: the task's die with their last process and
+        mount (its tmpfs, its /proc are gone with them)."""
+        for flag, fd in self.home:
+            _check(harness.libc.setns(fd, flag), "setns")
+
     def _spawn_init(self, hold_r):
-        """pid 1 of the new pid namespace: `cat` on a pipe only this task server writes to, so it
-        exits when the task server does. Spawned (vfork + exec), not forked: no copy of the
-        server. SIGCHLD ignored survives exec, and a parent that ignores it has its children
-        reaped by the kernel: the orphans the init inherits never pile up as zombies."""
+        """pid 1 of the new pid namespace: `cat` on a pipe only the zygote writes to, so it
+        exits when the zygote does. Spawned (vfork + exec), not forked: no copy of the zygote.
+        SIGCHLD ignored survives exec, and a parent that ignores it has its children reaped by
+        the kernel: the orphans the init inherits never pile up as zombies."""
         previous = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
         try:
             return os.posix_spawn(self.config["init_program"], ["sandbox-init"], {},
@@ -199,7 +217,7 @@ def judge_loop(config, slot, control):
     harness.set_name("sandbox-judge")
     cgroups = slot.cgroups
     try:
-        for fd in cgroups.procs_fds:
+        for fd in cgroups.procs_fds + [fd for _, fd in slot.home]:
             os.close(fd)
         oom_fd = cgroups.open_oom_counter()
         unshare(CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS)  # test code reaches no network either
@@ -244,19 +262,6 @@ def judge_loop(config, slot, control):
         harness.write_frame(1, {"verdicts": verdicts, "oom_kills": cgroups.read_oom_counter(oom_fd) - oom_before})
 
 
-def task_server(slot, control, sequence):
-    """Child of the zygote for one request; never returns."""
-    code = 70
-    try:
-        harness.set_name("sandbox-task")
-        harness.prctl(harness.PR_SET_PDEATHSIG, signal.SIGKILL)  # a slot restart kills the zygote: the task goes too
-        code = slot.serve_one(control, sequence)
-    except BaseException:
-        traceback.print_exc()  # to the client's stderr; the judge sees the channel close
-    finally:
-        os._exit(code)
-
-
 def main():
     config = harness.read_frame(0)
     harness.set_name("sandbox-zygote")
@@ -290,11 +295,7 @@ def main():
     # the children (each page it touches there is a copy-on-write fault, and forks dominate).
     gc.freeze()
     for sequence in itertools.count():
-        pid = os.fork()
-        if pid == 0:
-            task_server(slot, control, sequence)
-        _, status = os.waitpid(pid, 0)
-        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == END_OF_STREAM:
+        if not slot.serve_one(control, sequence):
             return  # the client closed the stream; the judge sees the control socket close and stops
 
 

@@ -122,14 +122,13 @@ def interpreter() -> str:
 
 
 def _frames(request: ExecutionRequest) -> tuple[bytes, bytes]:
-    """Part A (what the program may see) and part B (the tests), framed as the harness reads them."""
-    tests = [asdict(t) for t in request.tests]
-    part_a = {"program": request.program, "setup_code": request.setup_code, "entry_point": request.entry_point,
-              "stdio_inputs": [t["input"] for t in tests if t["kind"] == "stdio"],
-              "time_limit_s": request.time_limit_s, "memory_mb": request.memory_mb}
-    part_b = {"tests": tests, "setup_code": request.setup_code, "entry_point": request.entry_point,
-              "time_limit_s": request.time_limit_s}
-    return _frame(part_a), _frame(part_b)
+    """The header (the request's limits: all the launcher, and the namespaces level's zygote,
+    ever read of it) and the body (program and tests: for the judge, which sends each worker
+    the program and that run's input), framed as the harness reads them."""
+    header = {"time_limit_s": request.time_limit_s, "memory_mb": request.memory_mb}
+    body = {"program": request.program, "tests": [asdict(t) for t in request.tests], "setup_code": request.setup_code,
+            "entry_point": request.entry_point, "time_limit_s": request.time_limit_s, "memory_mb": request.memory_mb}
+    return _frame(header), _frame(body)
 
 
 def _frame(obj) -> bytes:
@@ -278,10 +277,10 @@ class _ForkServerSlot:
         if self.tasks >= UID_BLOCK:  # this server's uids are used up: a fresh one, a fresh block
             self._restart()
         self.tasks += 1
-        part_a, part_b = _frames(request)
+        header, body = _frames(request)
         try:
-            self._send(self.proc.stdin, part_a, 10.0)
-            self._send(self.tests, part_b, 10.0)
+            self._send(self.proc.stdin, header, 10.0)
+            self._send(self.tests, body, 10.0)
             reply = self._read(request.time_limit_s + self.grace_s + 10.0)
             if "verdicts" not in reply or type(reply.get("oom_kills")) is not int:
                 raise _SlotFailure(f"the server failed: {reply.get('error', 'a reply without verdicts')}")

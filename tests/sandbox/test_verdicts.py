@@ -4,6 +4,7 @@ import json
 import os
 import signal
 import socket
+import threading
 import time
 
 import pytest
@@ -164,14 +165,18 @@ def test_the_launcher_gives_up_at_its_deadline_and_kills_its_workers(tmp_path):
     # The fork server's backstop, should a judge never hang up: the launcher loop returns at its
     # deadline with its workers' process groups killed, for the server to reap.
     judge_end, launcher_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    part_a = {"program": "import time\ntime.sleep(60)\n", "setup_code": "", "entry_point": "",
-              "stdio_inputs": [""], "time_limit_s": 60.0, "memory_mb": 512}
+    load = {"program": "import time\ntime.sleep(60)\n", "setup_code": "", "entry_point": "", "stdin": "",
+            "time_limit_s": 60.0, "memory_mb": 512}
     config = dict(SandboxOptions().harness_config(str(tmp_path), []), worker_uid=None)
     judge_end.send(json.dumps({"op": "spawn", "mode": "stdio", "index": 0}).encode())
     start = time.monotonic()
     signal.alarm(20)  # a launcher that ignored its deadline fails the test instead of hanging it
     try:
-        workers = harness._launcher(launcher_end, part_a, config, deadline=start + 0.5)
+        # The worker gets its program from the judge (here: this test) on its load pipe.
+        sender = threading.Thread(target=lambda: harness.write_frame(socket.recv_fds(judge_end, 1 << 16, 8)[1][2], load))
+        sender.start()
+        workers = harness._launcher(launcher_end, config, deadline=start + 0.5)
+        sender.join()
     finally:
         signal.alarm(0)
     assert 0.5 <= time.monotonic() - start < 5

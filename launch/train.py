@@ -88,6 +88,7 @@ def run_loop(cfg: Config, rt, tracker, train_env, eval_env, train_tasks, eval_ta
     from envs.tasks import TaskSampler
     from launch.runtime import evaluate
     from rl.metrics import paired_comparisons
+    from rl.report import episode_tables
 
     def held_out(version: int):
         return evaluate(rt, eval_env, eval_tasks, samples=1, temperature=cfg.eval.temperature, ks=[1], weight_version=version)
@@ -100,8 +101,10 @@ def run_loop(cfg: Config, rt, tracker, train_env, eval_env, train_tasks, eval_ta
     sampler = TaskSampler(train_tasks, cfg.run.seed)
     with tqdm(range(1, cfg.run.steps + 1), desc="train", unit="step", file=sys.stdout) as bar:
         for step in bar:
-            metrics = loop.step(sampler.next(cfg.rollout.tasks_per_step), step)
-            tracker.log(step, metrics)
+            metrics, episodes_of_step = loop.step(sampler.next(cfg.rollout.tasks_per_step), step)
+            tracker.log(step, metrics, episode_tables(episodes_of_step, cfg.episode.max_turns, cfg.wandb.sample_episodes), {
+                "hist/episode_reward": [sum(e.credit.rewards) for e in episodes_of_step],
+                "hist/reply_tokens": [len(t.response_ids) for e in episodes_of_step for t in e.turns if not t.seeded]})
             bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", acc_t1=f"{metrics.get('train/acc_t1', float('nan')):.2f}",
                             kl=f"{metrics.get('learner/kl', metrics.get('kl/reward_mean', float('nan'))):.4f}")
             if cfg.run.save_every is not None and step % cfg.run.save_every == 0:
@@ -138,7 +141,8 @@ class Loop:
         self.verbatim_names = verbatim_parameter_names(rt.learner.parameter_names())
         self.version = 0
 
-    def step(self, tasks, step: int) -> dict[str, float]:
+    def step(self, tasks, step: int) -> tuple[dict[str, float], list]:
+        """The step's metrics, and its episodes with their credit (for the tables)."""
         from rl.credit import assign_credit, schedule, turn_kl
         from rl.episode import write_episodes
         from rl.metrics import step_metrics
@@ -179,9 +183,11 @@ class Loop:
         metrics.update({f"time/{k}": v for k, v in timers.items()})
         metrics["time/step"] = time.monotonic() - start
         metrics["weight_version"] = self.version
+        # how many versions behind the learner the sampling policy was (0 in the synchronous loop)
+        metrics["rollout/version_lag"] = sum(self.version - 1 - e.weight_version for e in episodes) / len(episodes)
         metrics["weights/checksum"] = checksum
         metrics["weights/held_by_workers"] = held
-        return metrics
+        return metrics, episodes
 
 
 if __name__ == "__main__":

@@ -152,6 +152,7 @@ class WandbConfig:
     mode: Literal["auto", "online", "offline", "disabled"] = opt("auto", "auto: online when WANDB_API_KEY is set, else offline.")
     project: str = opt("selfcorrect", "W&B project.")
     entity: str = opt("", "W&B entity (team); empty for your default.")
+    sample_episodes: int = opt(8, "Episodes per step shown in the W&B 'episodes' table (and <run>/tables/step-N.json), one row per turn.", min=0)
 
 
 @dataclass

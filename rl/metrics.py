@@ -247,14 +247,24 @@ def paired_comparisons(before, after, num_turns: int) -> dict[str, dict]:
 def repair_metrics(episodes, confidence: float = 0.95) -> dict[str, float]:
     """On the repair benchmark (episodes of the `seeded` environment, one per row): fix_rate, the
     share of faulty first attempts whose last program is correct, and keep_rate, the share of
-    correct first attempts still correct at the end, each with its Wilson interval and count."""
+    correct first attempts still correct at the end, each with its count and a 95 % interval: the
+    envelope of a bootstrap over the benchmark's tasks (the rows of one task are not independent)
+    and Wilson's interval over the rows (which stays open at 0 % and 100 %, where the bootstrap
+    collapses to a point)."""
     from rl import stats
 
     out: dict[str, float] = {}
+    share = stats.Statistic("rate", lambda outcomes: (float(sum(outcomes)), float(len(outcomes))),
+                            lambda sums: sums[..., 0] / sums[..., 1])
     for kind, name in (("faulty", "fix_rate"), ("correct", "keep_rate")):
-        last = [e.turns[-1].correct for e in episodes if e.task.metadata.get("kind") == kind]
-        if last:
-            out[name] = sum(last) / len(last)
-            out[f"{name}_low"], out[f"{name}_high"] = stats.wilson_interval(sum(last), len(last), confidence)
-            out[f"{name}_n"] = float(len(last))
+        by_task: dict[str, list[bool]] = {}
+        for e in episodes:
+            if e.task.metadata.get("kind") == kind:
+                by_task.setdefault(e.task.metadata.get("base_task_id", e.task.task_id), []).append(e.turns[-1].correct)
+        if by_task:
+            result = stats.bootstrap_tasks(list(by_task.values()), share, confidence=confidence)
+            rows = [x for v in by_task.values() for x in v]
+            low, high = stats.wilson_interval(sum(rows), len(rows), confidence)
+            out[name], out[f"{name}_low"], out[f"{name}_high"] = result.estimate, min(low, result.low), max(high, result.high)
+            out[f"{name}_n"] = float(len(rows))
     return out

@@ -35,6 +35,25 @@ def comparison_table(comparisons: dict[str, dict]) -> str:
     return "\n".join(_md_table(["after − before", "before", "after", "difference [95 % CI]", "worse / better", "McNemar p", ""], rows))
 
 
+def episode_tables(episodes, num_turns: int, max_samples: int) -> dict[str, tuple[list[str], list[list]]]:
+    """A training step's tables, name -> (columns, rows): the turn-to-turn transitions of the
+    sampled episodes (c→c, c→i, i→c, i→i per turn pair) and the first `max_samples` episodes,
+    one row per turn (program, feedback, verdicts, reward, advantage)."""
+    from rl.metrics import transition_counts
+
+    sampled = [[t.correct for t in e.turns] for e in episodes if not e.turns[0].seeded]
+    transitions = [[t + 1, t + 2, *(table[x] for x in TRANSITIONS)] for t, table in enumerate(transition_counts(sampled, num_turns))]
+    rows = [[e.task.task_id, e.index, t + 1, turn.seeded, turn.code or "", turn.feedback or "", turn.correct,
+             f"{turn.verdicts.public_passed}/{turn.verdicts.public_total}", f"{turn.verdicts.hidden_passed}/{turn.verdicts.hidden_total}",
+             e.credit.rewards[t], e.credit.advantages[t]]
+            for e in episodes[:max_samples] for t, turn in enumerate(e.turns)]
+    return {
+        "transitions": (["from_turn", "to_turn", *TRANSITIONS], transitions),
+        "episodes": (["task_id", "episode", "turn", "seeded", "program", "feedback", "correct", "public", "hidden",
+                      "reward", "advantage"], rows),
+    }
+
+
 def eval_report(result: dict) -> str:
     """The Markdown report of `selfcorrect eval`: settings line, Acc@t and Δs, transition counts,
     pass@k and n@k."""

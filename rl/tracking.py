@@ -16,7 +16,7 @@ def wandb_mode(configured: str) -> str:
 
 class Tracker:
     def __init__(self, cfg: Config, run_dir: Path, metadata: dict):
-        self.path = run_dir / "metrics.jsonl"
+        self.path, self.tables_dir = run_dir / "metrics.jsonl", run_dir / "tables"
         self._file = self.path.open("a")
         self._wandb = None
         mode = wandb_mode(cfg.wandb.mode)
@@ -28,12 +28,23 @@ class Tracker:
                 name=run_dir.name, config={**cfg.to_dict(), "metadata": metadata},
             )
 
-    def log(self, step: int, metrics: dict) -> None:
-        """All metrics to the JSONL file; the numeric ones to W&B (checksums are strings)."""
+    def log(self, step: int, metrics: dict, tables: dict | None = None, histograms: dict | None = None) -> None:
+        """All metrics to the JSONL file; the numeric ones to W&B (checksums are strings). Tables
+        (name -> (columns, rows), rl/report.py:episode_tables) go to <run>/tables/step-N.json and
+        to W&B as tables; histograms (name -> values) to W&B as histograms."""
         self._file.write(json.dumps({"step": step, **metrics}) + "\n")
         self._file.flush()
+        if tables:
+            self.tables_dir.mkdir(exist_ok=True)
+            (self.tables_dir / f"step-{step:06d}.json").write_text(
+                json.dumps({name: {"columns": c, "rows": r} for name, (c, r) in tables.items()}))
         if self._wandb is not None:
-            self._wandb.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=step)
+            import wandb
+
+            row = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+            row.update({name: wandb.Table(columns=c, data=r) for name, (c, r) in (tables or {}).items()})
+            row.update({name: wandb.Histogram(v) for name, v in (histograms or {}).items() if v})
+            self._wandb.log(row, step=step)
 
     def summary(self, values: dict) -> None:
         if self._wandb is not None:

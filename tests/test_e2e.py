@@ -48,6 +48,21 @@ def test_both_steps_logged_to_jsonl_and_wandb(run):
     rows = [r for r in history(wandb_run) if "weight_version" in r]
     assert [r["_step"] for r in rows] == [1, 2]
     assert [r["reward/mean"] for r in rows] == pytest.approx([m["reward/mean"] for m in steps])
+    # Per step, the W&B run holds the turn-transition and sample-episode tables and histograms
+    # (read back from the offline run's files), and the run directory the same tables as JSON.
+    for row in rows:
+        for name, columns in (("transitions", ["from_turn", "to_turn", "c2c", "c2i", "i2c", "i2i"]),
+                              ("episodes", ["task_id", "episode", "turn", "seeded", "program", "feedback", "correct",
+                                            "public", "hidden", "reward", "advantage"])):
+            assert row[f"{name}/_type"] == "table-file", name   # nested keys read back as "name/field"
+            table = json.loads((wandb_run / "files" / row[f"{name}/path"]).read_text())
+            assert table["columns"] == columns and table["data"], name
+        (transitions,) = json.loads((wandb_run / "files" / row["transitions/path"]).read_text())["data"]
+        assert transitions[:2] == [1, 2] and sum(transitions[2:]) > 0
+        assert row["hist/episode_reward/_type"] == "histogram" and row["rollout/version_lag"] == 0
+    saved = json.loads((run_dir / "tables" / "step-000002.json").read_text())
+    episodes = min(cfg.wandb.sample_episodes, cfg.rollout.tasks_per_step * cfg.rollout.samples_per_task)
+    assert len(saved["episodes"]["rows"]) == 2 * episodes   # two turns each
     after = json.loads((run_dir / "eval.json").read_text())["after"]
     assert after["episodes"] == 8 and 0.0 <= after["acc_t2"] <= 1.0   # one episode per held-out task
     metadata = json.loads((run_dir / "metadata.json").read_text())

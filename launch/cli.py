@@ -8,6 +8,7 @@ USAGE = """usage: selfcorrect <command> [options]
 commands:
   train    train a policy (selfcorrect train --help lists every config key)
   eval     evaluate multi-turn self-correction: Acc@t, Δ, transitions, pass@k, n@k (selfcorrect eval --help)
+  report   a finished run's curves and tables as PNGs and one Markdown page, without W&B (selfcorrect report RUN_DIR)
 """
 
 
@@ -23,5 +24,8 @@ def main(argv: list[str] | None = None) -> None:
     elif command == "eval":
         from launch.eval import main as eval_main
         eval_main(rest)
+    elif command == "report":
+        from launch.report import main as report_main
+        report_main(rest)
     else:
         sys.exit(f"selfcorrect: unknown command {command!r}\n{USAGE}")

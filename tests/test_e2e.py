@@ -127,3 +127,17 @@ def test_loss_mask_covers_exactly_the_policy_tokens(run):
     assert any(a != 0 for a in advantages)   # the rollout files record the advantages trained on
     # Both kinds of episode occurred: seeded first attempts, and sampled ones.
     assert 0 < seeded < 2 * cfg.rollout.tasks_per_step * cfg.rollout.samples_per_task
+
+
+def test_report_renders_the_run_without_wandb(run, capsys):
+    from launch.cli import main as cli_main
+
+    _, run_dir, steps, _ = run
+    cli_main(["report", str(run_dir)])
+    out = run_dir / "report"
+    page = (out / "report.md").read_text()
+    for chart in ("reward.png", "training_accuracy.png", "learner.png", "seconds_per_step.png"):
+        assert (out / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"]({chart})" in page, chart
+    assert "## Held-out evaluation" in page and "| after |" in page
+    assert "## Turn-to-turn transitions per step" in page and "## Sample episodes of the last step" in page
+    assert "report.md" in capsys.readouterr().out

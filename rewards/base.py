@@ -49,6 +49,25 @@ class TurnRewards:
     extra: dict[str, float] = field(default_factory=dict)   # metrics the function returned, per episode
 
 
+PARAMETERS = {"native": ("turns", "task", "config"), "openrlhf": ("queries", "prompts", "labels"),
+              "verl": ("data_source", "solution_str", "ground_truth", "extra_info")}
+
+
+def check_signature(fn: RewardFn, name: str, fmt: str) -> None:
+    """A reward function that cannot be called the way `reward.format` calls it is a config
+    error before anything starts (not a crash at the first step)."""
+    try:
+        inspect.signature(fn).bind(*PARAMETERS[fmt])
+    except TypeError as exc:
+        raise RewardError(f"reward {name!r} cannot be called as a {fmt} reward {fmt_call(fmt)}: {exc}") from None
+    except ValueError:   # no signature to read (a builtin): found out at the first call
+        pass
+
+
+def fmt_call(fmt: str) -> str:
+    return f"fn({', '.join(PARAMETERS[fmt])})"
+
+
 def compute_turn_rewards(fn: RewardFn, name: str, turns: Sequence, task, config) -> TurnRewards:
     """Call a reward function of `config.format` under `config.timeout_s` and check it returns one
     finite number per turn."""

@@ -299,6 +299,13 @@ def validate(cfg: Config) -> None:
             lookup(name)
     except RegistryError as exc:
         raise ConfigError(f"{key}: {exc}") from None
+    from rewards import RewardError
+    from rewards.base import check_signature
+
+    try:
+        check_signature(REWARDS.get(cfg.reward.name), cfg.reward.name, cfg.reward.format)
+    except RewardError as exc:
+        raise ConfigError(f"reward.name: {exc} (reward.format={cfg.reward.format})") from None
     if cfg.data.dataset == "jsonl" and not cfg.data.path:
         raise ConfigError("data.path: the jsonl dataset needs a file (data.path=tasks.jsonl)")
     if cfg.rollout.samples_per_task < estimator(cfg.algo.advantage).min_group_size:

@@ -163,3 +163,13 @@ def test_a_plugin_that_does_not_import_is_a_config_error(tmp_path):
         _cfg(f"reward.name={bad}:reward")
     with pytest.raises(RegistryError):
         REWARDS.get("no_such_reward_anywhere")
+
+
+def test_a_plugin_with_the_wrong_signature_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"reward\.name: reward .* cannot be called as a verl reward "
+                                          r"fn\(data_source, solution_str, ground_truth, extra_info\)"):
+        _cfg(f"reward.name={PLUGINS / 'openrlhf_reward.py'}:reward_func", "reward.format=verl")
+    one_argument = tmp_path / "short.py"
+    one_argument.write_text("def reward(turns):\n    return [0.0] * len(turns)\n")
+    with pytest.raises(ConfigError, match=r"cannot be called as a native reward fn\(turns, task, config\)"):
+        _cfg(f"reward.name={one_argument}:reward")

@@ -311,7 +311,9 @@ def _worker(config, mode, fds, enter=None, confine=None):
         sys.stdin = open(0, closefd=False) if mode == "functions" else _stdin_from(load["stdin"])
         sys.stdout = open(1, "w", buffering=1, closefd=False)
         sys.stderr = open(2, "w", buffering=1, closefd=False)
-        source, entry_point = load["setup_code"] + "\n" + load["program"], load["entry_point"]
+        # Without setup code the program's line numbers in its tracebacks are its own.
+        source = (load["setup_code"] + "\n" if load["setup_code"] else "") + load["program"]
+        entry_point = load["entry_point"]
         del load
         if confine is not None:
             confine()

@@ -4,10 +4,12 @@ import json
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 
 import pytest
+from pathlib import Path
 
 from envs import harness
 from envs.execution import ExecutionRequest, Verdict
@@ -183,3 +185,37 @@ def test_the_launcher_gives_up_at_its_deadline_and_kills_its_workers(tmp_path):
     assert len(workers) == 1
     _, status = os.waitpid(workers[0], 0)
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+
+
+@pytest.mark.parametrize("level", ["namespaces", "rlimits"])
+def test_error_messages_show_no_host_paths(level, request):
+    # Feedback to the policy must not carry the judge's or the library's host paths: they leak
+    # the host and make the messages depend on where the repository is checked out.
+    executor = request.getfixturevalue("namespaces") if level == "namespaces" else \
+        make_executor("rlimits", allow_unisolated=True, workers=1)
+    programs = {
+        "raises": ("def f(x):\n    return g(x)\ndef g(x):\n    raise ValueError('bad value')\n", "f(1)", "ValueError"),
+        "raises_in_library": ("import json\ndef f(x):\n    return json.loads('{')\n", "f(1)", "JSONDecodeError"),
+        "syntax_error": ("def f(x:\n    return x\n", "f(1)", "SyntaxError"),
+        "fails_assertion": ("def f(x):\n    return x + 1\n", "f(1)", ""),
+    }
+    forbidden = [str(Path(__file__).resolve().parents[2]), "/tmp", "site-packages", "harness.py",
+                 os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix)]
+    try:
+        messages = []
+        for name, (program, call, expected_in) in programs.items():
+            test = TestCase("assert", f"assert {call} == 1, 'f(1) is not 1'") if name == "fails_assertion" else \
+                TestCase("call", call, "1")
+            result = run(executor, program, [test], "f")
+            message = result.tests[0].message
+            assert expected_in in message, (name, message)
+            messages.append(message)
+        stdio = run(executor, "import json\ndef g():\n    json.loads('{')\ng()\n", [TestCase("stdio", "", "1")])
+        assert "JSONDecodeError" in stdio.tests[0].message and 'File "main.py", line 4' in stdio.tests[0].message
+        messages.append(stdio.tests[0].message)
+        assert 'File "<program>"' in messages[0] and "raise ValueError" not in messages[0]
+        for message in messages:
+            assert not any(path in message for path in forbidden), message
+    finally:
+        if level != "namespaces":
+            executor.close()

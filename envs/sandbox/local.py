@@ -274,7 +274,8 @@ class _ForkServerSlot:
 
     def execute(self, request: ExecutionRequest) -> ExecutionResult:
         start = time.monotonic()
-        if self.tasks >= UID_BLOCK:  # this server's uids are used up: a fresh one, a fresh block
+        # Uids used up (a fresh server, a fresh block), or the server died since the last reply.
+        if self.tasks >= UID_BLOCK or self.proc.poll() is not None:
             self._restart()
         self.tasks += 1
         header, body = _frames(request)
@@ -285,6 +286,13 @@ class _ForkServerSlot:
             if "verdicts" not in reply or type(reply.get("oom_kills")) is not int:
                 raise _SlotFailure(f"the server failed: {reply.get('error', 'a reply without verdicts')}")
             verdicts = _checked_verdicts(reply["verdicts"])
+            # The judge outlives the server: when the server dies under a request (killed, as an
+            # OOM kill would), the judge still replies, with the launcher's loss as a sandbox
+            # verdict, possibly before the server's exit is visible here. Either sign means the
+            # slot's machinery is gone: a fresh server before the next request.
+            machinery = next((v["message"] for v in verdicts if v["verdict"] == Verdict.SANDBOX.value), None)
+            if machinery is not None or self.proc.poll() is not None:
+                raise _SlotFailure((machinery or "the server died during the request").removeprefix("error: sandbox: "))
         except _SlotFailure as failure:
             self._restart()
             return _sandbox_result(request, str(failure), "namespaces", time.monotonic() - start)

@@ -21,8 +21,8 @@ def stdout_of(result):
 
 
 def sandbox_processes():
-    """Pids of live processes running as a sandbox uid that are ours: descendants of this test
-    process, or orphans adopted by the host's init (what an escaped daemon would be).
+    """Pids of live (not zombie) processes running as a sandbox uid that are ours: descendants of
+    this test process, or orphans adopted by the host's init (what an escaped daemon would be).
 
     Other sandboxes on the machine (another run of these tests) are not counted."""
     parents, uids = {}, {}
@@ -33,6 +33,12 @@ def sandbox_processes():
         except OSError:
             continue
         parents[int(pid)] = int(fields["PPid"])
+        if fields["State"].strip().startswith("Z"):
+            # A zombie is dead: it runs nothing and holds nothing but its exit status. Workers of
+            # a slot whose server was killed (a machinery failure) are orphaned to the host's
+            # init; where that init does not reap (some containers), they stay as zombies, and
+            # would be counted by every later test run. Their uids are never reused anyway.
+            continue
         uids[int(pid)] = int(fields["Uid"].split()[0])
 
     def ours(pid):

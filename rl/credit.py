@@ -60,8 +60,8 @@ def assign_credit(cfg: Config, step: int, episodes: Sequence[Episode], reward_fn
     scored = [task_rewards(cfg, stage.reward, reward_fn, e) for e in episodes]
     rewards = [overlong_shaped(cfg, e, s.rewards) for e, s in zip(episodes, scored)]
     # An episode whose reward failed (skipped) is its own group: it shifts no one's baseline.
-    keys = [baseline_keys(e, cfg.episode.revisions_per_attempt) if s.error is None else [("reward_error", i)] * len(e.turns)
-            for i, (e, s) in enumerate(zip(episodes, scored))]
+    keys = [baseline_keys(e, cfg.episode.revisions_per_attempt) if s.error is None
+            else [("reward_error", i, t) for t in range(len(e.turns))] for i, (e, s) in enumerate(zip(episodes, scored))]
     failed = {k[0] for k, s in zip(keys, scored) if s.error is not None}
     # Decided on the task rewards: a KL penalty in the reward would make every group differ.
     uniform = uniform_groups(rewards, [k[0] for k in keys]) if cfg.algo.filter_uniform_groups else set()

@@ -154,6 +154,7 @@ def test_a_raising_or_hanging_plugin_fails_or_skips_as_configured(body, episodes
     assert [e.credit.trained for e in credited] == [True, False, True, False]
     assert [e.credit.reward_error is not None for e in credited] == [False, True, False, True]
     assert [list(e.credit.rewards) for e in credited if e.credit.trained] == [[1.0, 1.0], [0.0, 1.0]]
+    assert all(e.credit.advantages == (0.0, 0.0) for e in credited if not e.credit.trained)   # each turn its own group
 
 
 def test_a_plugin_that_does_not_import_is_a_config_error(tmp_path):

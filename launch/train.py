@@ -143,7 +143,7 @@ class Loop:
 
     def step(self, tasks, step: int) -> tuple[dict[str, float], list]:
         """The step's metrics, and its episodes with their credit (for the tables)."""
-        from rl.credit import assign_credit, schedule, turn_kl
+        from rl.credit import assign_credit, schedule
         from rl.episode import write_episodes
         from rl.metrics import step_metrics
 
@@ -176,9 +176,6 @@ class Loop:
                       f"replies: {replies}", file=sys.stderr)
         metrics = step_metrics(episodes, cfg.episode.max_turns)
         metrics["reward/score_stage"] = schedule(cfg, step).reward.score_stage if cfg.reward.name == "score" else 0
-        if passes.get("reference") is not None:
-            kl = [k for e, ref in zip(episodes, passes["reference"]) for k in turn_kl(e, ref)]
-            metrics["kl/reward_mean"] = sum(kl) / len(kl)
         metrics.update({f"learner/{k}": v for k, v in learner_metrics.items() if k not in ("seconds", "tokens")})
         metrics.update({f"time/{k}": v for k, v in timers.items()})
         metrics["time/step"] = time.monotonic() - start

@@ -67,9 +67,10 @@ def assign_credit(cfg: Config, step: int, episodes: Sequence[Episode], reward_fn
     uniform = uniform_groups(rewards, [k[0] for k in keys]) if cfg.algo.filter_uniform_groups else set()
     uniform |= failed
     coefs = [[stage.first_turn_kl if t == 0 else cfg.algo.kl_coef for t in range(len(r))] for r in rewards]
-    shaped = rewards
+    shaped, kls = rewards, [()] * len(episodes)
     if reference_logprobs is not None:   # the KL goes in the reward, and so not in the loss
-        shaped = [with_kl_penalty(r, turn_kl(e, ref), c) for r, e, ref, c in zip(rewards, episodes, reference_logprobs, coefs)]
+        kls = [tuple(turn_kl(e, ref)) for e, ref in zip(episodes, reference_logprobs)]
+        shaped = [with_kl_penalty(r, k, c) for r, k, c in zip(rewards, kls, coefs)]
         coefs = [[0.0] * len(c) for c in coefs]
     elif cfg.algo.kl_in_reward:          # weights 0: the penalty is 0 and the loss has no KL either
         coefs = [[0.0] * len(c) for c in coefs]
@@ -77,8 +78,8 @@ def assign_credit(cfg: Config, step: int, episodes: Sequence[Episode], reward_fn
     return [dataclasses.replace(e, credit=Credit(
         tuple(r), tuple(s), tuple(a.turns), tuple(c), tuple(k), k[0] not in uniform,
         None if a.tokens is None else tuple(a.tokens), tuple(a.value_positions), tuple(a.value_targets), tuple(a.old_values),
-        scores.extra, scores.error))
-        for e, r, s, c, k, a, scores in zip(episodes, rewards, shaped, coefs, keys, advantages, scored)]
+        kl, scores.extra, scores.error))
+        for e, r, s, c, k, a, kl, scores in zip(episodes, rewards, shaped, coefs, keys, advantages, kls, scored)]
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,7 @@ class Credit:
     value_positions: tuple[int, ...] = ()
     value_targets: tuple[float, ...] = ()
     old_values: tuple[float, ...] = ()
+    turn_kl: tuple[float, ...] = ()      # the KL estimate put in the reward per turn (empty: not in the reward)
     reward_extra: dict = field(default_factory=dict)   # metrics the reward function returned
     reward_error: str | None = None      # why the reward function failed (reward.on_error=skip): not trained
 

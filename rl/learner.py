@@ -158,7 +158,7 @@ class Learner:
         def pad(rows, value=0, dtype=torch.float32):
             return torch.tensor([list(r) + [value] * (width - len(r)) for r in rows], dtype=dtype, device=self.device)
 
-        mask = pad([e.layout.loss_mask if e.credit.trained else [0] * len(e.layout.loss_mask) for e in episodes])
+        mask = pad([_loss_mask(e) for e in episodes])
         return {
             **self._inputs(episodes),
             "mask": mask,
@@ -186,8 +186,8 @@ class Learner:
         for credit's reference pass) under `model`; 0 elsewhere."""
         t = self._inputs(episodes)
         width = t["ids"].shape[1]
-        select = torch.tensor([e.layout.loss_mask + [0] * (width - len(e.layout.loss_mask)) if e.credit is None or e.credit.trained
-                               or not trained_only else [0] * width for e in episodes], dtype=torch.bool, device=self.device)
+        rows = [_loss_mask(e) if trained_only else e.layout.loss_mask for e in episodes]
+        select = torch.tensor([r + [0] * (width - len(r)) for r in rows], dtype=torch.bool, device=self.device)
         logits, _ = selected_logits(model, t["ids"], t["attention"], select)
         return selected_logprobs_and_entropy(logits, t["ids"], select, self.temperature)[0]
 
@@ -263,6 +263,11 @@ def learner_options(cfg: Config, estimator: Estimator) -> dict:
         episodes_per_step=cfg.rollout.tasks_per_step * cfg.rollout.samples_per_task,
         norm_tokens=a.loss_norm_tokens if a.loss_norm_tokens is not None else cfg.rollout.max_new_tokens * cfg.episode.max_turns,
         reference=a.kl_coef > 0 or a.kl_coef_first_turn > 0, critic=estimator.needs_critic)
+
+
+def _loss_mask(episode: Episode) -> list[int]:
+    """The tokens the loss trains on: the policy's, of an episode not left out of the loss."""
+    return episode.layout.loss_mask if episode.credit.trained else [0] * len(episode.layout.loss_mask)
 
 
 def _has_kl(episodes: Sequence[Episode]) -> bool:

@@ -209,6 +209,9 @@ def step_metrics(episodes, num_turns: int) -> dict[str, float]:
             metrics[f"reward/turn{t + 1}"] = sum(at_t) / len(at_t)
     metrics["reward/mean"] = sum(sum(r) for r in rewards) / len(rewards)
     metrics["reward/errors"] = sum(e.credit.reward_error is not None for e in episodes)
+    kl = [k for e in episodes for k in e.credit.turn_kl]
+    if kl:   # the KL went in the reward
+        metrics["kl/reward_mean"] = sum(kl) / len(kl)
     extra: dict[str, list[float]] = {}
     for e in episodes:
         for k, v in e.credit.reward_extra.items():

@@ -101,7 +101,9 @@ class Environment:
     """Self-correction with feedback after every turn (the `self_correction` environment).
 
     Subclasses change one thing by overriding one method: `feedback` (what is shown), `open`
-    (how episodes start), `done` (when they end), `judge` (how replies are scored)."""
+    (how episodes start), `done` (when they end), `judge` (how replies are scored). One that
+    keeps state across batches (an RNG, a curriculum) returns it from `state_dict` and takes it
+    back in `load_state_dict`, so that a resumed run continues exactly (docs/checkpoints.md)."""
 
     def __init__(self, episode: "EpisodeConfig", sandbox: "SandboxConfig", executor: Executor,
                  tasks: Sequence[Task], seed: int = 0):
@@ -141,6 +143,14 @@ class Environment:
         return execution_feedback(verdicts.public if verdicts.has_code else None, reply.task,
                                   self.cfg.max_feedback_chars, self.cfg.max_failures_shown)
 
+    def state_dict(self) -> dict:
+        """What the environment needs to continue exactly where it is (picklable); none here."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:
+            raise ValueError(f"{type(self).__name__} keeps no state, but the checkpoint holds {sorted(state)}")
+
 
 class Repair(Environment):
     """Self-correction whose first attempts are, for a share of the tasks, faulty programs the
@@ -164,6 +174,14 @@ class Repair(Environment):
         return [Opening(o.message, [as_reply(p) for p in self.faulty.draw(t.task_id, attempts)])
                 if t.task_id in self.faulty and self.rng.random() < self.cfg.seeded_first_turns else o
                 for t, o in zip(tasks, openings)]
+
+    def state_dict(self) -> dict:
+        """Which tasks get seeded and which faulty programs they draw: both RNGs."""
+        return {"seeding": self.rng.getstate(), "faulty": self.faulty.rng.getstate()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.setstate(state["seeding"])
+        self.faulty.rng.setstate(state["faulty"])
 
 
 class SeededAttempts(Environment):

@@ -50,15 +50,28 @@ class Task:
 
 
 class TaskSampler:
-    """Seeded passes over the training tasks in shuffled order."""
+    """Seeded passes over the training tasks in shuffled order; its position is a state_dict, so a
+    resumed run draws the tasks the interrupted one would have drawn next."""
 
     def __init__(self, tasks, seed: int):
-        self.tasks, self.rng, self.queue = list(tasks), random.Random(seed), []
+        self.tasks, self.rng = list(tasks), random.Random(seed)
+        self.queue: list[int] = []   # indices into tasks of the current pass, drawn from the end
 
     def next(self, k: int):
         batch = []
         while len(batch) < k:
             if not self.queue:
-                self.queue = self.rng.sample(self.tasks, len(self.tasks))
-            batch.append(self.queue.pop())
+                self.queue = self.rng.sample(range(len(self.tasks)), len(self.tasks))
+            batch.append(self.tasks[self.queue.pop()])
         return batch
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.getstate(), "queue": list(self.queue), "task_ids": [t.task_id for t in self.tasks]}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["task_ids"] != [t.task_id for t in self.tasks]:
+            changed = sorted(set(state["task_ids"]) ^ {t.task_id for t in self.tasks})
+            raise ValueError(f"the training tasks are not those of the checkpoint (differing ids: {changed[:5]}, "
+                             f"{len(state['task_ids'])} then, {len(self.tasks)} now)")
+        self.rng.setstate(state["rng"])
+        self.queue = list(state["queue"])

@@ -151,7 +151,7 @@ def evaluate(args: EvalArgs) -> dict:
     cfg, turns = args.cfg, args.cfg.episode.max_turns
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    with Runtime(cfg, args.model_path, learner=False) as rt:
+    with Runtime(cfg, args.model_path, learner=False, log_dir=str(args.out / "logs")) as rt:
         ready = time.monotonic()
         env = rt.environment(cfg.eval.environment, args.tasks)
         episodes, metrics = run_evaluation(rt, env, args.tasks, samples=args.samples, temperature=args.temperature,

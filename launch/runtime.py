@@ -50,8 +50,9 @@ class Runtime:
     learner when `learner=True`. Attributes: executor, rollout, learner, tokenizer, chat,
     publish_dir (where weights are published for the workers)."""
 
-    def __init__(self, cfg: Config, model_path: str, *, learner: bool, run_name: str = "eval"):
-        self.cfg, self.model_path, self.with_learner = cfg, model_path, learner
+    def __init__(self, cfg: Config, model_path: str, *, learner: bool, run_name: str = "eval", log_dir: str | None = None):
+        """log_dir: where the actors' output goes (rl/logs.py; None: Ray shows it here)."""
+        self.cfg, self.model_path, self.with_learner, self.log_dir = cfg, model_path, learner, log_dir
         self.publish_dir = str(Path(cfg.weight_sync.directory) / run_name)
         self.timers: dict[str, float] = {}
         self.executor = self.rollout = self.learner = None
@@ -91,20 +92,24 @@ class Runtime:
     def _start_ray(self) -> None:
         import ray
 
-        from rl.cluster import init_ray
+        from rl.cluster import cluster_info, init_ray
 
         if not ray.is_initialized():
-            init_ray(self.cfg)
+            self.ray_info = init_ray(self.cfg)
             self._stack.callback(ray.shutdown)
+        else:
+            self.ray_info = cluster_info(joined=True)
 
     def _start_workers(self) -> None:
         from rl.advantages import estimator
-        from rl.cluster import LearnerGroup, RolloutGroup
+        from rl.cluster import LearnerGroup, Placement, RolloutGroup
 
+        placement = Placement(self.cfg, learner=self.with_learner)
+        self._stack.callback(placement.close)
         if self.with_learner:
-            self.learner = LearnerGroup(self.cfg, self.model_path, estimator(self.cfg.algo.advantage))
+            self.learner = LearnerGroup(self.cfg, self.model_path, estimator(self.cfg.algo.advantage), placement, self.log_dir)
             self._stack.callback(shutil.rmtree, self.publish_dir, ignore_errors=True)
-        self.rollout = RolloutGroup(self.cfg, self.model_path)
+        self.rollout = RolloutGroup(self.cfg, self.model_path, placement, self.log_dir)
         nodes = self.rollout.node_ids()   # returns once every worker's engine is up
         if self.learner is not None and set(nodes) != {self.learner.node_id()}:
             raise ConfigError("weight_sync: the shared-memory weight transport needs every rollout worker on the learner's node")
@@ -125,12 +130,13 @@ class Runtime:
         return env
 
     def episodes(self, env, tasks: Sequence, *, samples_per_task: int, revisions: int, temperature: float,
-                 weight_version: int = 0) -> list:
+                 weight_version: int = 0, seed: int | None = None) -> list:
+        """seed: the batch's sampling seed (rl/rollout.py:derive_seed); None: vLLM's own RNG."""
         from rl.episode import run_episodes
         from rl.rollout import SamplingSpec
 
         r = self.cfg.rollout
-        spec = SamplingSpec(1, temperature, r.top_p if temperature > 0 else 1.0, r.max_new_tokens)
+        spec = SamplingSpec(1, temperature, r.top_p if temperature > 0 else 1.0, r.max_new_tokens, seed)
         return run_episodes(tasks, env, self.generate, self.chat, self.tokenizer, samples_per_task=samples_per_task,
                             revisions=revisions, sampling=spec, weight_version=weight_version,
                             max_model_len=self.cfg.model.max_model_len)
@@ -141,12 +147,14 @@ def evaluate(rt: Runtime, env, tasks: Sequence, *, samples: int, temperature: fl
     """Independent episodes (one per sample: revisions shape training batches only) on `tasks`,
     in chunks of `chunk_tasks`; returns (episodes, the report of rl/metrics.py:evaluation_metrics)."""
     from rl.metrics import evaluation_metrics
+    from rl.rollout import derive_seed
 
     started, episodes = time.monotonic(), []
     chunk = chunk_tasks or len(tasks)
     for i in range(0, len(tasks), chunk):
         episodes += rt.episodes(env, tasks[i:i + chunk], samples_per_task=samples, revisions=1,
-                                temperature=temperature, weight_version=weight_version)
+                                temperature=temperature, weight_version=weight_version,
+                                seed=derive_seed(rt.cfg.run.seed, "eval", weight_version, i) if temperature > 0 else None)
         if progress is not None:
             done = min(i + chunk, len(tasks))
             acc = sum(e.turns[-1].correct for e in episodes) / len(episodes)
@@ -162,6 +170,12 @@ class _TimedExecutor:
         self.isolation, self.info = executor.isolation, executor.info
         self.run = _timed(executor.run, timers, "execution")
         self.close = executor.close
+        self._executor = executor
+
+    @property
+    def replacements(self) -> int:
+        """Sandbox actors replaced so far (the Ray pool's; a local executor restarts its own slots)."""
+        return getattr(self._executor, "replacements", 0)
 
 
 def _timed(fn, bucket: dict, key: str):

@@ -8,8 +8,12 @@ module (docs/design.md); this file only calls them in order and logs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -36,16 +40,21 @@ def parse_args(argv: list[str] | None = None) -> Config:
 
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_args(argv)
+    # A scheduler's SIGTERM (preemption, `ray job stop`) stops the run as Ctrl-C does: with a checkpoint.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         train(cfg)
     except ConfigError as exc:  # input the checks above could only see once it was loaded
         print(f"selfcorrect: config error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
 
 
 def train(cfg: Config) -> dict:
     """Runs the whole job; returns {'run_dir', 'before', 'after', 'comparison'} (the evaluation
     reports, and the paired after − before differences when both ran)."""
+    from launch import checkpoint
     from launch.runtime import Runtime, load_split, resolve_model
     from rl.report import accuracy_table, comparison_table
     from rl.tracking import Tracker
@@ -56,19 +65,44 @@ def train(cfg: Config) -> dict:
     if not train_tasks:
         raise ConfigError(f"data.dataset: {cfg.data.dataset!r} has no training tasks")
     model_path = resolve_model(cfg)
-
-    run_dir = Path(cfg.run.output_dir) / f"{cfg.run.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir.mkdir(parents=True, exist_ok=False)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    with Runtime(cfg, model_path, learner=True, run_name=run_dir.name) as rt:
+    resume = checkpoint.find(cfg)
+    resumed = None
+    if resume is not None:
+        resumed, manifest = checkpoint.load(resume)
+        fatal, noted = checkpoint.differences(resumed.config, cfg.to_dict())
+        if fatal:
+            raise ConfigError(f"run.resume: {resume} was written with other values of {', '.join(fatal)}: "
+                              "its learner state cannot continue under this configuration")
+        if noted:
+            print(f"warning: resuming with other values of {', '.join(noted)} than the checkpoint's: "
+                  "the run continues, but not as the first one would have", file=sys.stderr)
+        run_dir = resume.parent.parent
+        print(f"resuming {run_dir} after step {manifest['step']} (checkpoint {resume.name})")
+    else:
+        if cfg.run.resume == "auto":
+            print(f"run.resume=auto: no checkpoint of run {cfg.run.name!r} under {cfg.run.output_dir}: a new run")
+        run_dir = Path(cfg.run.output_dir).absolute() / f"{cfg.run.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir.mkdir(parents=True, exist_ok=False)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    if not Path(cfg.run.output_dir).is_absolute() and (cfg.ray.address or os.environ.get("RAY_ADDRESS")):
+        print(f"warning: run.output_dir={cfg.run.output_dir!r} is relative to the working directory, which under "
+              "`ray job submit` is a temporary copy of --working-dir: pass an absolute path to keep the run", file=sys.stderr)
+    print(f"run directory: {run_dir}")
+    with Runtime(cfg, model_path, learner=True, run_name=run_dir.name, log_dir=str(run_dir / "logs")) as rt:
         train_env = rt.environment(cfg.episode.environment, train_tasks)
         eval_env = rt.environment(cfg.eval.environment, eval_tasks) if eval_tasks else None
-        metadata = {"isolation": rt.executor.isolation, "sandbox": rt.executor.info, "model_path": model_path,
-                    "train_tasks": len(train_tasks), "eval_tasks": len(eval_tasks),
-                    "environment": cfg.episode.environment, "initial_weights_checksum": rt.learner.checksum()}
+        if resumed is None:
+            metadata = {"isolation": rt.executor.isolation, "sandbox": rt.executor.info, "model_path": model_path,
+                        "train_tasks": len(train_tasks), "eval_tasks": len(eval_tasks),
+                        "environment": cfg.episode.environment, "initial_weights_checksum": rt.learner.checksum(),
+                        "ray": rt.ray_info}
+        else:
+            metadata = json.loads((run_dir / "metadata.json").read_text())
+            metadata.setdefault("resumed", []).append({"after_step": resumed.step, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
         (run_dir / "metadata.json").write_text(json.dumps(metadata, indent=2))
-        with Tracker(cfg, run_dir, metadata) as tracker:
-            reports = run_loop(cfg, rt, tracker, train_env, eval_env, train_tasks, eval_tasks, run_dir, model_path)
+        with Tracker(cfg, run_dir, metadata, resumed) as tracker:
+            reports = run_loop(cfg, rt, tracker, train_env, eval_env, train_tasks, eval_tasks, run_dir, model_path,
+                               resumed and (resumed, resume))
     if reports:
         rows = {name: r for name, r in reports.items() if name in ("before", "after")}
         print(accuracy_table(rows, cfg.episode.max_turns, f"held-out ({len(eval_tasks)} tasks)"))
@@ -81,11 +115,14 @@ def train(cfg: Config) -> dict:
     return {"run_dir": str(run_dir), **reports}
 
 
-def run_loop(cfg: Config, rt, tracker, train_env, eval_env, train_tasks, eval_tasks, run_dir: Path, model_path: str) -> dict:
-    """Evaluation before, the training steps, evaluation after, checkpoints; returns the reports."""
+def run_loop(cfg: Config, rt, tracker, train_env, eval_env, train_tasks, eval_tasks, run_dir: Path, model_path: str,
+             resumed=None) -> dict:
+    """Evaluation before, the training steps, evaluation after, checkpoints; returns the reports.
+    resumed: (DriverState, checkpoint folder) to continue from."""
     from tqdm import tqdm
 
     from envs.tasks import TaskSampler
+    from launch import checkpoint
     from launch.runtime import evaluate
     from rl.metrics import paired_comparisons
     from rl.report import episode_tables
@@ -94,21 +131,54 @@ def run_loop(cfg: Config, rt, tracker, train_env, eval_env, train_tasks, eval_ta
         return evaluate(rt, eval_env, eval_tasks, samples=1, temperature=cfg.eval.temperature, ks=[1], weight_version=version)
 
     loop = Loop(cfg, rt, train_env, run_dir / "rollouts" if cfg.run.save_rollouts else None)
+    sampler = TaskSampler(train_tasks, cfg.run.seed)
     reports, episodes = {}, {}
-    if cfg.eval.before and eval_env:
+    if resumed is not None:
+        state, folder = resumed
+        loop.restore(folder)
+        sampler.load_state_dict(state.sampler)
+        train_env.load_state_dict(state.environment)
+        checkpoint.restore_rngs(state.rngs)
+        if state.before is not None:
+            episodes["before"], reports["before"] = state.before
+    elif cfg.eval.before and eval_env:
         episodes["before"], reports["before"] = held_out(0)
         tracker.log(0, {f"eval/{k}": v for k, v in reports["before"].items()})
-    sampler = TaskSampler(train_tasks, cfg.run.seed)
-    with tqdm(range(1, cfg.run.steps + 1), desc="train", unit="step", file=sys.stdout) as bar:
-        for step in bar:
-            metrics, episodes_of_step = loop.step(sampler.next(cfg.rollout.tasks_per_step), step)
-            tracker.log(step, metrics, episode_tables(episodes_of_step, cfg.episode.max_turns, cfg.wandb.sample_episodes), {
-                "hist/episode_reward": [sum(e.credit.rewards) for e in episodes_of_step],
-                "hist/reply_tokens": [len(t.response_ids) for e in episodes_of_step for t in e.turns if not t.seeded]})
-            bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", acc_t1=f"{metrics.get('train/acc_t1', float('nan')):.2f}",
-                            kl=f"{metrics.get('learner/kl', metrics.get('kl/reward_mean', float('nan'))):.4f}")
-            if cfg.run.save_every is not None and step % cfg.run.save_every == 0:
-                rt.learner.save(str(run_dir / "checkpoints" / f"step-{step:06d}"), model_path)
+
+    def state_after(step: int) -> checkpoint.DriverState:
+        before = (episodes["before"], reports["before"]) if "before" in episodes else None
+        return checkpoint.DriverState(step, loop.version, sampler.state_dict(), train_env.state_dict(),
+                                      checkpoint.capture_rngs(), cfg.to_dict(), tracker.run_id, before)
+
+    done = state_after(resumed[0].step if resumed else 0)   # the state after the last completed step
+    saved = done.step if resumed else None
+    try:
+        with tqdm(range(done.step + 1, cfg.run.steps + 1), initial=done.step, total=cfg.run.steps,
+                  desc="train", unit="step", file=sys.stdout) as bar:
+            for step in bar:
+                episodes_of_step = loop.rollout(sampler.next(cfg.rollout.tasks_per_step), step)
+                with _deferred_interrupt(loop):   # from here on the step completes, is logged, can be saved
+                    metrics = loop.learn(episodes_of_step, step)
+                    tracker.log(step, metrics, episode_tables(episodes_of_step, cfg.episode.max_turns, cfg.wandb.sample_episodes), {
+                        "hist/episode_reward": [sum(e.credit.rewards) for e in episodes_of_step],
+                        "hist/reply_tokens": [len(t.response_ids) for e in episodes_of_step for t in e.turns if not t.seeded]})
+                    bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", acc_t1=f"{metrics.get('train/acc_t1', float('nan')):.2f}",
+                                    kl=f"{metrics.get('learner/kl', metrics.get('kl/reward_mean', float('nan'))):.4f}")
+                    done = state_after(step)
+                    if cfg.run.checkpoint_every is not None and step % cfg.run.checkpoint_every == 0:
+                        checkpoint.save(run_dir, done, rt.learner, cfg.run.keep_checkpoints)
+                        saved = step
+                if loop.interrupted:
+                    raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        if loop.updating:   # a second Ctrl-C inside the update: the learner's state is not a step's
+            print(f"\naborted inside step {done.step + 1}'s update: no checkpoint of it written", file=sys.stderr)
+        elif done.step > 0 and saved != done.step:
+            path = checkpoint.save(run_dir, done, rt.learner, cfg.run.keep_checkpoints)
+            print(f"\ninterrupted: checkpoint after step {done.step} in {path}; continue with run.resume={run_dir}", file=sys.stderr)
+        elif saved is not None:
+            print(f"\ninterrupted: the checkpoint after step {saved} is current; continue with run.resume={run_dir}", file=sys.stderr)
+        raise
     if cfg.eval.after and eval_env:
         episodes["after"], reports["after"] = held_out(loop.version)
         tracker.log(cfg.run.steps, {f"eval/{k}": v for k, v in reports["after"].items()})
@@ -122,6 +192,36 @@ def run_loop(cfg: Config, rt, tracker, train_env, eval_env, train_tasks, eval_ta
         (run_dir / "eval.json").write_text(json.dumps(reports, indent=2))
         tracker.summary({f"eval_{name}/{k}": v for name in ("before", "after") if name in reports for k, v in reports[name].items()})
     return reports
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _deferred_interrupt(loop: "Loop"):
+    """Ctrl-C (or SIGTERM) inside the block does not interrupt it: the learner's update, the weight
+    push and the step's log are never left half done. It sets loop.interrupted, and the run stops
+    after the block, with a checkpoint of the state after the step. A second one aborts at once
+    (loop.updating tells the handler that no checkpoint can be written)."""
+    if threading.current_thread() is not threading.main_thread():   # signals only reach the main thread
+        yield
+        return
+
+    def defer(signum, frame):
+        if loop.interrupted:
+            raise KeyboardInterrupt
+        loop.interrupted = True
+        print("\nstopping after this step's update and weight push (again to abort without a checkpoint)", file=sys.stderr)
+
+    previous = {s: signal.signal(s, defer) for s in (signal.SIGINT, signal.SIGTERM)}
+    loop.updating = True
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    loop.updating = False
 
 
 class Loop:
@@ -140,31 +240,52 @@ class Loop:
         self.reference, self.values = passes_needed(cfg.algo, self.estimator)
         self.verbatim_names = verbatim_parameter_names(rt.learner.parameter_names())
         self.version = 0
+        self.updating = False      # inside a step's update, push and log (see _deferred_interrupt)
+        self.interrupted = False   # a Ctrl-C arrived there: stop after this step
 
-    def step(self, tasks, step: int) -> tuple[dict[str, float], list]:
-        """The step's metrics, and its episodes with their credit (for the tables)."""
-        from rl.credit import assign_credit, schedule
+    def restore(self, checkpoint: Path) -> None:
+        """The learner continues from a checkpoint; the rollout workers get its weights."""
+        self.version = self.rt.learner.load_checkpoint(str(checkpoint / "learner"))
+        self.push()
+
+    def push(self) -> tuple[str, list[str]]:
+        """Publish the learner's weights to every rollout worker and check they hold them:
+        (checksum, what each worker holds)."""
+        rt = self.rt
+        path, checksum, self.version = rt.learner.publish(rt.publish_dir)
+        rt.rollout.push(path, self.version, checksum)
+        return checksum, rt.rollout.verify_held(self.verbatim_names, rt.learner.checksum(self.verbatim_names), self.version)
+
+    def rollout(self, tasks, step: int) -> list:
+        """The step's episodes, with their credit. Changes nothing a checkpoint holds but the
+        environment's and sampler's RNGs (run_loop keeps their state as of the step before), so
+        an interrupt here abandons the step."""
+        from rl.credit import assign_credit
+        from rl.rollout import derive_seed
+
+        cfg, rt, timers = self.cfg, self.rt, self.rt.timers
+        timers.clear()
+        self.started = time.monotonic()
+        episodes = rt.episodes(self.env, tasks, samples_per_task=cfg.rollout.samples_per_task,
+                               revisions=cfg.episode.revisions_per_attempt, temperature=cfg.rollout.temperature,
+                               weight_version=self.version, seed=derive_seed(cfg.run.seed, "train", step))
+        t0 = time.monotonic()
+        passes = rt.learner.passes(episodes, self.reference, self.values)
+        timers["passes"] = time.monotonic() - t0
+        return assign_credit(cfg, step, episodes, self.reward_fn, self.estimator, passes.get("reference"), passes.get("values"))
+
+    def learn(self, episodes: list, step: int) -> dict[str, float]:
+        """The learner's update on the episodes and the weight push; the step's metrics."""
+        from rl.credit import schedule
         from rl.episode import write_episodes
         from rl.metrics import step_metrics
 
         cfg, rt, timers = self.cfg, self.rt, self.rt.timers
-        timers.clear()
-        start = time.monotonic()
-        episodes = rt.episodes(self.env, tasks, samples_per_task=cfg.rollout.samples_per_task,
-                               revisions=cfg.episode.revisions_per_attempt, temperature=cfg.rollout.temperature,
-                               weight_version=self.version)
-        t0 = time.monotonic()
-        passes = rt.learner.passes(episodes, self.reference, self.values)
-        timers["passes"] = time.monotonic() - t0
-        episodes = assign_credit(cfg, step, episodes, self.reward_fn, self.estimator, passes.get("reference"), passes.get("values"))
-
         t0 = time.monotonic()
         learner_metrics = rt.learner.train_step(episodes)
         timers["training"] = time.monotonic() - t0
         t0 = time.monotonic()
-        path, checksum, self.version = rt.learner.publish(rt.publish_dir)
-        rt.rollout.push(path, self.version, checksum)
-        held = rt.rollout.verify_held(self.verbatim_names, rt.learner.checksum(self.verbatim_names), self.version)
+        checksum, held = self.push()
         timers["push"] = time.monotonic() - t0
         if self.rollouts_dir is not None:
             write_episodes(self.rollouts_dir / f"step-{self.version:06d}.jsonl", episodes)
@@ -178,13 +299,15 @@ class Loop:
         metrics["reward/score_stage"] = schedule(cfg, step).reward.score_stage if cfg.reward.name == "score" else 0
         metrics.update({f"learner/{k}": v for k, v in learner_metrics.items() if k not in ("seconds", "tokens")})
         metrics.update({f"time/{k}": v for k, v in timers.items()})
-        metrics["time/step"] = time.monotonic() - start
+        metrics["time/step"] = time.monotonic() - self.started
         metrics["weight_version"] = self.version
         # how many versions behind the learner the sampling policy was (0 in the synchronous loop)
         metrics["rollout/version_lag"] = sum(self.version - 1 - e.weight_version for e in episodes) / len(episodes)
+        metrics["faults/rollout_workers_replaced"] = rt.rollout.replacements   # over the run so far
+        metrics["faults/sandbox_actors_replaced"] = rt.executor.replacements
         metrics["weights/checksum"] = checksum
         metrics["weights/held_by_workers"] = held
-        return metrics, episodes
+        return metrics
 
 
 if __name__ == "__main__":

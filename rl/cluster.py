@@ -1,13 +1,17 @@
 """Ray side of the system: groups of rollout workers and learner ranks, and the weight push."""
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import sys
 
 import ray
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from rl.advantages import Estimator
-from rl.config import Config
+from rl.config import Config, ConfigError
 from rl.episode import Episode
 from rl.learner import LearnerActor, learner_options, shards
 from rl.rollout import RolloutActor, Sample, SamplingSpec
@@ -17,39 +21,175 @@ class WeightPushError(RuntimeError):
     pass
 
 
-def init_ray(cfg: Config) -> None:
+def init_ray(cfg: Config) -> dict:
     """Join the cluster named by ray.address or $RAY_ADDRESS (as under `ray job submit`);
-    otherwise start a local Ray bound to loopback only."""
+    otherwise start a local Ray bound to loopback only. Returns what the run metadata says of it."""
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS", "")
     if address:
-        ray.init(address=address, log_to_driver=True)
-        return
+        ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING)
+        return cluster_info(joined=True)
     needed = (cfg.rollout.num_workers * cfg.rollout.num_cpus_per_worker
               + cfg.learner.num_ranks * cfg.learner.num_cpus_per_rank)
     num_cpus = cfg.ray.num_cpus if cfg.ray.num_cpus is not None else max(os.cpu_count() or 1, int(needed + 0.999))
-    ray.init(num_cpus=num_cpus, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=True)
+    logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_TokenAuthByDefault())
+    # address="local": a new Ray even when `ray start` left a cluster on this machine, which a
+    # bare ray.init() would join (with other jobs' resources and a non-loopback address).
+    ray.init(address="local", num_cpus=num_cpus, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=True,
+             logging_level=logging.WARNING)
+    return cluster_info(joined=False)
+
+
+class _TokenAuthByDefault(logging.Filter):
+    """Ray 2.60 turns token authentication on for a new local cluster and warns that it did
+    ("Set RAY_AUTH_MODE=disabled to opt out"). On our loopback-only cluster that is the right
+    setting, not an alarm: that one message is dropped. (Setting RAY_AUTH_MODE=token instead does
+    not work once ray is imported: the driver's cached config still says disabled.)"""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")
+
+
+def cluster_info(joined: bool) -> dict:
+    nodes = [n for n in ray.nodes() if n["Alive"]]
+    return {"joined": joined, "address": ray.get_runtime_context().gcs_address, "nodes": len(nodes),
+            "resources": ray.cluster_resources()}
+
+
+class Placement:
+    """One Ray placement group for the run's actors: a bundle per learner rank (when there is a
+    learner), then one per rollout worker, each with the CPUs, GPUs, memory and custom resources
+    its config section asks for, laid out over the nodes by `ray.placement`. A request that no
+    node could hold, or that the cluster does not hold within `ray.placement_timeout_s`, is a
+    ConfigError naming what was asked and what the cluster has, raised before any actor starts."""
+
+    def __init__(self, cfg: Config, learner: bool):
+        l, r = cfg.learner, cfg.rollout
+        self.learner_bundles = [_bundle(l.num_cpus_per_rank, l.num_gpus_per_rank, l.memory_gib, l.resources)] * (l.num_ranks if learner else 0)
+        self.rollout_bundles = [_bundle(r.num_cpus_per_worker, r.num_gpus_per_worker, r.memory_gib, r.resources)] * r.num_workers
+        bundles = self.learner_bundles + self.rollout_bundles
+        nodes = [n for n in ray.nodes() if n["Alive"]]
+        asked = self._describe_request(cfg.ray.placement)
+        for name, bundle in (("learner rank", self.learner_bundles[:1]), ("rollout worker", self.rollout_bundles[:1])):
+            if bundle and not any(all(n["Resources"].get(k, 0.0) >= v for k, v in bundle[0].items()) for n in nodes):
+                raise ConfigError(f"placement: no node of the cluster can hold one {name} ({_show(bundle[0])}); asked {asked}; "
+                                  f"the cluster has {_show_nodes(nodes)}")
+        self.group = placement_group(bundles, strategy=cfg.ray.placement.upper())
+        ready, _ = ray.wait([self.group.ready()], timeout=cfg.ray.placement_timeout_s)
+        if not ready:
+            remove_placement_group(self.group)
+            raise ConfigError(f"placement: the cluster did not hold {asked} within ray.placement_timeout_s="
+                              f"{cfg.ray.placement_timeout_s:g}s; it has {_show_nodes(nodes)} (available now: "
+                              f"{_show(ray.available_resources())})")
+
+    def _describe_request(self, strategy: str) -> str:
+        parts = [f"{len(b)} {name}{'s' if len(b) > 1 else ''} x {_show(b[0])}"
+                 for name, b in (("learner rank", self.learner_bundles), ("rollout worker", self.rollout_bundles)) if b]
+        return " + ".join(parts) + f" (ray.placement={strategy})"
+
+    def learner(self, rank: int) -> dict:
+        """Ray actor options that put learner rank `rank` in its bundle."""
+        return self._options(rank, self.learner_bundles[rank])
+
+    def rollout(self, i: int) -> dict:
+        return self._options(len(self.learner_bundles) + i, self.rollout_bundles[i])
+
+    def _options(self, index: int, bundle: dict) -> dict:
+        custom = {k: v for k, v in bundle.items() if k not in ("CPU", "GPU", "memory")}
+        return dict(num_cpus=bundle.get("CPU", 0.0), num_gpus=bundle.get("GPU", 0.0), memory=bundle.get("memory"),
+                    resources=custom or None, scheduling_strategy=PlacementGroupSchedulingStrategy(self.group, index))
+
+    def address(self, rank: int) -> tuple[str, int]:
+        """(IP, a free port) of the node learner rank `rank` is placed on: the rendezvous of
+        torch.distributed, on rank 0's node wherever the driver runs."""
+        probe = ray.remote(_node_and_free_port).options(
+            num_cpus=0, scheduling_strategy=PlacementGroupSchedulingStrategy(self.group, rank))
+        node, port = ray.get(probe.remote())
+        (ip,) = [n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node]
+        return ip, port
+
+    def close(self) -> None:
+        remove_placement_group(self.group)
+
+
+def _bundle(cpus: float, gpus: float, memory_gib: float | None, resources: dict[str, float]) -> dict[str, float]:
+    bundle = {"CPU": cpus, "GPU": gpus, "memory": memory_gib and memory_gib * 2**30, **resources}
+    bundle = {k: v for k, v in bundle.items() if v}
+    # Ray refuses an empty bundle; an actor that asks for nothing still takes a sliver of a CPU.
+    return bundle or {"CPU": 0.01}
+
+
+def _show(resources: dict) -> str:
+    return "{" + ", ".join(f"{k}: {v / 2**30:.1f} GiB" if k == "memory" else f"{k}: {v:g}"
+                           for k, v in sorted(resources.items())
+                           if k == "memory" or not k.startswith(("node:", "object_store_memory"))) + "}"
+
+
+def _show_nodes(nodes: list[dict]) -> str:
+    return "; ".join(f"node {n['NodeManagerAddress']} ({n['NodeID'][:8]}) {_show(n['Resources'])}" for n in nodes)
+
+
+def _node_and_free_port() -> tuple[str, int]:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return ray.get_runtime_context().get_node_id(), s.getsockname()[1]
 
 
 class RolloutGroup:
-    def __init__(self, cfg: Config, model_path: str):
-        r = cfg.rollout
-        self.workers = [
-            RolloutActor.options(num_cpus=r.num_cpus_per_worker, num_gpus=r.num_gpus_per_worker).remote(
-                model_path, cfg.model.dtype, cfg.model.max_model_len, cfg.run.seed + i, r.kv_cache_gib, r.gpu_memory_utilization,
-                None if r.num_gpus_per_worker else (i, r.num_workers))
-            for i in range(r.num_workers)
-        ]
+    """The rollout workers. A worker that dies (its process killed, its node lost) is replaced by a
+    fresh one that loads the latest pushed weights, and its unfinished share of the batch is
+    redone there: the step completes with every sample (`replacements` counts them)."""
+
+    def __init__(self, cfg: Config, model_path: str, placement: Placement, log_dir: str | None = None):
+        self.cfg, self.model_path, self.placement, self.log_dir = cfg, model_path, placement, log_dir
+        self.workers = [self._start(i) for i in range(cfg.rollout.num_workers)]
         self.push_timeout_s = cfg.weight_sync.timeout_s
+        self.pushed: tuple[str, int, str] | None = None   # (path, version, checksum) of the last push
+        self.replacements = 0
+
+    def _start(self, i: int):
+        r = self.cfg.rollout
+        return RolloutActor.options(**self.placement.rollout(i)).remote(
+            self.model_path, self.cfg.model.dtype, self.cfg.model.max_model_len, self.cfg.run.seed + i, r.kv_cache_gib,
+            r.gpu_memory_utilization, None if r.num_gpus_per_worker else (i, r.num_workers),
+            self.log_dir and f"{self.log_dir}/rollout-{i}.log")
+
+    def _replace(self, i: int, error: Exception) -> None:
+        """Worker i is gone: a fresh one in its place, holding the latest pushed weights."""
+        retries = self.cfg.rollout.worker_restarts
+        if self.replacements >= retries:
+            raise RuntimeError(f"rollout worker {i} died and rollout.worker_restarts={retries} replacements are used up: {error}") from error
+        self.replacements += 1
+        log = f" (its log: {self.log_dir}/rollout-{i}.log)" if self.log_dir else ""
+        print(f"warning: rollout worker {i} died{log}: {type(error).__name__}: {str(error).splitlines()[0][:200]}; "
+              f"starting a replacement ({self.replacements} of at most {retries})", file=sys.stderr)
+        ray.kill(self.workers[i])   # a worker that only lost its engine must not linger
+        self.workers[i] = self._start(i)
+        if self.pushed is not None:
+            path, version, checksum = self.pushed
+            self._load(i, path, version, checksum)
+        else:
+            ray.get(self.workers[i].node_id.remote())   # the engine is up
 
     def generate(self, prompts: list[list[int]], spec: SamplingSpec) -> list[list[Sample]]:
-        """Contiguous shards of the prompts, one per worker, in parallel; results in prompt order."""
+        """Contiguous shards of the prompts, one per worker, in parallel; results in prompt order.
+        A shard whose worker died is redone on its replacement (the same seeds: the same samples)."""
         k = len(self.workers)
         bounds = [len(prompts) * i // k for i in range(k + 1)]
-        futures = [w.generate.remote(prompts[a:b], spec) for w, a, b in zip(self.workers, bounds, bounds[1:]) if b > a]
-        return [samples for shard in ray.get(futures) for samples in shard]
+        shards = {i: (a, b) for i, (a, b) in enumerate(zip(bounds, bounds[1:])) if b > a}
+        results: dict[int, list[list[Sample]]] = {}
+        while len(results) < len(shards):
+            futures = {i: self.workers[i].generate.remote(prompts[a:b], spec, a) for i, (a, b) in shards.items() if i not in results}
+            for i, future in futures.items():
+                try:
+                    results[i] = ray.get(future)
+                except ray.exceptions.RayActorError as exc:
+                    self._replace(i, exc)
+        return [samples for i in sorted(shards) for samples in results[i]]
 
     def push(self, path: str, version: int, checksum: str) -> None:
-        """Every worker reloads `path`; raises if any fails, times out, or loaded other bytes."""
+        """Every worker reloads `path`; raises if any fails, times out, or loaded other bytes. A
+        worker found dead is replaced (and the replacement loads `path`)."""
+        self.pushed = (path, version, checksum)
         futures = {w.load_weights.remote(path): i for i, w in enumerate(self.workers)}
         done, pending = ray.wait(list(futures), num_returns=len(futures), timeout=self.push_timeout_s)
         if pending:
@@ -58,10 +198,21 @@ class RolloutGroup:
         for future in done:
             try:
                 got = ray.get(future)
+            except ray.exceptions.RayActorError as exc:
+                self._replace(futures[future], exc)
+                continue
             except Exception as exc:
                 raise WeightPushError(f"rollout worker {futures[future]} failed to load weights v{version}: {exc}") from exc
             if got != checksum:
                 raise WeightPushError(f"rollout worker {futures[future]} loaded weights v{version} with checksum {got}, expected {checksum}")
+
+    def _load(self, i: int, path: str, version: int, checksum: str) -> None:
+        try:
+            got = ray.get(self.workers[i].load_weights.remote(path), timeout=self.push_timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            raise WeightPushError(f"rollout worker {i} (a replacement) did not load weights v{version} within weight_sync.timeout_s={self.push_timeout_s:g}s") from None
+        if got != checksum:
+            raise WeightPushError(f"rollout worker {i} (a replacement) loaded weights v{version} with checksum {got}, expected {checksum}")
 
     def verify_held(self, names: list[str], expected: str, version: int) -> list[str]:
         """Each worker's engine must hold exactly `expected` for the verbatim-held parameters;
@@ -79,15 +230,14 @@ class RolloutGroup:
 class LearnerGroup:
     """The learner's ranks. Each rank receives only its own shard of a batch, pre-sliced here."""
 
-    def __init__(self, cfg: Config, model_path: str, estimator: Estimator):
+    def __init__(self, cfg: Config, model_path: str, estimator: Estimator, placement: Placement, log_dir: str | None = None):
         l = cfg.learner
         self.mini_batches = cfg.algo.mini_batches
-        address = "127.0.0.1" if l.num_ranks == 1 else _node_ip()
-        port = _free_port()
+        address, port = placement.address(0)
         self.ranks = [
-            LearnerActor.options(num_cpus=l.num_cpus_per_rank, num_gpus=l.num_gpus_per_rank).remote(
+            LearnerActor.options(**placement.learner(rank)).remote(
                 model_path, **learner_options(cfg, estimator), rank=rank, world_size=l.num_ranks,
-                master_addr=address, master_port=port)
+                master_addr=address, master_port=port, log_file=log_dir and f"{log_dir}/learner-rank{rank}.log")
             for rank in range(l.num_ranks)
         ]
         ray.get([r.node_id.remote() for r in self.ranks])  # surface start-up errors here
@@ -129,15 +279,14 @@ class LearnerGroup:
     def save(self, directory: str, tokenizer_path: str) -> str:
         return ray.get(self.ranks[0].save.remote(directory, tokenizer_path))
 
+    def save_checkpoint(self, directory: str) -> None:
+        """Every rank writes its part (a shared file system when ranks span nodes)."""
+        ray.get([r.save_checkpoint.remote(directory) for r in self.ranks])
+
+    def load_checkpoint(self, directory: str) -> int:
+        (version,) = set(ray.get([r.load_checkpoint.remote(directory) for r in self.ranks]))
+        return version
+
     def node_id(self) -> str:
         return ray.get(self.ranks[0].node_id.remote())
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _node_ip() -> str:
-    return ray.util.get_node_ip_address()

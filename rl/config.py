@@ -34,8 +34,10 @@ class RunConfig:
     output_dir: str = opt("runs", "Where run directories (metrics.jsonl, checkpoints, wandb) go.")
     seed: int = opt(0, "Seed for task sampling, vLLM sampling and model init.")
     steps: int = opt(4, "Number of learner steps (one rollout batch each).", min=0)
-    save_every: int | None = opt(None, "Save the policy as an HF folder every N steps (null: only at the end).", min=1)
-    save_final: bool = opt(True, "Save the policy at the end of training.")
+    checkpoint_every: int | None = opt(None, "Write a checkpoint to continue from exactly (learner, optimizer, RNGs, task sampler, environment, W&B run id) every N steps, under <run>/checkpoints/ (null: only when interrupted with Ctrl-C).", min=1)
+    keep_checkpoints: int | None = opt(2, "Keep the newest N checkpoints (null: all).", min=1)
+    resume: str = opt("", "Continue a run: 'auto' (the newest checkpoint of the newest run named run.name under run.output_dir; none: start fresh), a checkpoint folder, or a run directory. Empty: a new run.")
+    save_final: bool = opt(True, "Save the policy as an HF folder (<run>/final) at the end of training.")
     save_rollouts: bool = opt(True, "Write every step's episodes and trajectories to <run>/rollouts/step-N.jsonl.")
 
 
@@ -81,6 +83,9 @@ class RolloutConfig:
     max_new_tokens: int = opt(256, "Token budget of one turn's reply.", min=1)
     kv_cache_gib: float = opt(1.0, "vLLM CPU KV cache size (VLLM_CPU_KVCACHE_SPACE) per worker.", min=0.1)
     gpu_memory_utilization: float = opt(0.4, "vLLM GPU memory share per worker (GPU machines).", min=0.05, max=0.95)
+    resources: dict[str, float] = opt({}, "Custom Ray resources each rollout worker needs besides its CPUs/GPUs (from `ray start --resources`), e.g. {rollout_node: 1}: places the workers on the nodes that have them.")
+    memory_gib: float | None = opt(None, "Memory each rollout worker reserves from Ray (null: none reserved).", min=0.0)
+    worker_restarts: int = opt(4, "Rollout workers that may die and be replaced over a run (their unfinished samples are redone) before the run stops.", min=0)
 
 
 @dataclass
@@ -128,6 +133,8 @@ class LearnerConfig:
     num_cpus_per_rank: float = opt(1.0, "Ray CPUs reserved per learner rank.", min=0.0)
     num_gpus_per_rank: float = opt(0.0, "Ray GPUs per learner rank (0 on CPU machines).", min=0.0)
     zero_stage: Literal[0, 1, 2] = opt(0, "DeepSpeed ZeRO stage.")
+    resources: dict[str, float] = opt({}, "Custom Ray resources each learner rank needs besides its CPUs/GPUs, e.g. {learner_node: 1}.")
+    memory_gib: float | None = opt(None, "Memory each learner rank reserves from Ray (null: none reserved).", min=0.0)
     torch_threads: int | None = opt(None, "torch intra-op threads in the learner (null: every CPU of its node; the loop is synchronous, so rollout workers are idle while it trains).", min=1)
 
 
@@ -168,6 +175,8 @@ class EvalConfig:
 class RayConfig:
     address: str = opt("", "Ray cluster to join; empty: $RAY_ADDRESS, else a local Ray on 127.0.0.1.")
     num_cpus: int | None = opt(None, "CPUs a local Ray may schedule (null: enough for the configured actors).", min=1)
+    placement: Literal["pack", "spread", "strict_pack", "strict_spread"] = opt("pack", "How one placement group lays out the learner ranks and rollout workers over the nodes: pack (as few nodes as possible: colocated on one machine when it fits), spread (over as many as possible), or their strict forms.")
+    placement_timeout_s: float = opt(120.0, "A placement group the cluster cannot hold by then stops the run, naming what was asked and what the cluster has.", min=1.0)
 
 
 @dataclass
@@ -246,6 +255,13 @@ def _coerce(dotted: str, value: Any, typ: Any, meta: dict, source: str) -> Any:
         if value is None:
             return None
         (typ,) = [a for a in args if a is not type(None)]
+    if typing.get_origin(typ) is dict:   # dict[str, float]: a YAML mapping, e.g. {rollout_node: 1}
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{where}: expected a mapping of names to numbers, e.g. {{gpu_node: 1}}, got {value!r}")
+        for k, v in value.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise ConfigError(f"{where}: {k}: expected a non-negative number, got {v!r}")
+        return {k: float(v) for k, v in value.items()}
     if typing.get_origin(typ) is Literal:
         choices = typing.get_args(typ)
         if value not in choices:
@@ -344,6 +360,8 @@ def _section_type(name: str) -> type:
 
 
 def _type_name(typ: Any) -> str:
+    if typing.get_origin(typ) is dict:
+        return "mapping"
     if typing.get_origin(typ) is Literal:
         return "|".join(map(str, typing.get_args(typ)))
     args = typing.get_args(typ)

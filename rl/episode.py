@@ -19,7 +19,7 @@ from envs.chat import ChatFormat
 from envs.environments import Environment, Reply, StepResult, Verdicts
 from envs.tasks import Task
 from rl.advantages import ENV_TURN   # turn id of tokens the environment wrote (prompt, feedback, markup, seeded replies)
-from rl.rollout import Sample, SamplingSpec
+from rl.rollout import Sample, SamplingSpec, derive_seed
 
 GenerateFn = Callable[[list[list[int]], SamplingSpec], list[list[Sample]]]
 
@@ -151,7 +151,7 @@ def run_episodes(tasks: Sequence[Task], env: Environment, generate: GenerateFn, 
     openings = env.open(tasks, attempts)
     first_prompts = [chat.first_prompt_ids(o.message) for o in openings]
     sampled = [i for i, o in enumerate(openings) if o.first_replies is None]
-    drawn = dict(zip(sampled, generate([first_prompts[i] for i in sampled], _with_n(sampling, attempts)))) if sampled else {}
+    drawn = dict(zip(sampled, generate([first_prompts[i] for i in sampled], _with_n(sampling, attempts, 0)))) if sampled else {}
 
     firsts: list[tuple[Task, list[int], Turn | None, Sample | str]] = []
     for i, (task, opening) in enumerate(zip(tasks, openings)):
@@ -173,7 +173,9 @@ def run_episodes(tasks: Sequence[Task], env: Environment, generate: GenerateFn, 
             contexts.append(prompt + first.response_ids)
 
     active = list(range(len(episodes)))
+    turn = 0
     while active:
+        turn += 1   # every active episode is at this turn: they advance together
         prompts: dict[int, list[int]] = {}
         for i in active:
             if results[i].feedback is None:
@@ -187,7 +189,7 @@ def run_episodes(tasks: Sequence[Task], env: Environment, generate: GenerateFn, 
         active = list(prompts)
         if not active:
             break
-        samples = generate([contexts[i] + prompts[i] for i in active], _with_n(sampling, 1))
+        samples = generate([contexts[i] + prompts[i] for i in active], _with_n(sampling, 1, turn))
         texts = [_text(s, tokenizer) for (s,) in samples]
         replies = [Reply(episodes[i].task, len(episodes[i].turns), text) for i, text in zip(active, texts)]
         for i, (sample,), text, step in zip(active, samples, texts, env.step(replies)):
@@ -197,8 +199,10 @@ def run_episodes(tasks: Sequence[Task], env: Environment, generate: GenerateFn, 
     return episodes
 
 
-def _with_n(spec: SamplingSpec, n: int) -> SamplingSpec:
-    return SamplingSpec(n, spec.temperature, spec.top_p, spec.max_new_tokens, spec.seed)
+def _with_n(spec: SamplingSpec, n: int, turn: int) -> SamplingSpec:
+    """`n` samples per prompt, with the batch seed of turn `turn` (each turn's batch its own)."""
+    seed = None if spec.seed is None else derive_seed(spec.seed, "turn", turn)
+    return SamplingSpec(n, spec.temperature, spec.top_p, spec.max_new_tokens, seed)
 
 
 def _text(reply: Sample | str, tokenizer) -> str:

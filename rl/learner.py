@@ -21,6 +21,7 @@ import torch
 from rl.advantages import Estimator
 from rl.config import AlgoConfig, Config, LearnerConfig
 from rl.episode import Episode
+from rl.logs import redirect_output
 from rl.losses import clipped_value_loss, policy_loss, selected_logits, selected_logprobs_and_entropy
 from rl.weight_sync import checksum_tensors, publish_weights
 
@@ -30,9 +31,12 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 class Learner:
     def __init__(self, model_path: str, algo: AlgoConfig, resources: LearnerConfig, *, dtype: str, temperature: float,
                  seed: int, episodes_per_step: int, norm_tokens: int, reference: bool, critic: bool,
-                 rank: int = 0, world_size: int = 1, master_addr: str = "127.0.0.1", master_port: int = 29500):
+                 rank: int = 0, world_size: int = 1, master_addr: str = "127.0.0.1", master_port: int = 29500,
+                 log_file: str | None = None):
         """reference: load the frozen reference (some KL weight can be non-zero); critic: a value
-        head for PPO's critic estimators; norm_tokens: Dr.GRPO's constant normaliser."""
+        head for PPO's critic estimators; norm_tokens: Dr.GRPO's constant normaliser; log_file:
+        where DeepSpeed's output goes (rl/logs.py)."""
+        redirect_output(log_file)
         os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(rank),
                           WORLD_SIZE=str(world_size), LOCAL_RANK="0")
         import deepspeed
@@ -242,6 +246,25 @@ class Learner:
         self.policy.save_pretrained(directory)
         AutoTokenizer.from_pretrained(tokenizer_path).save_pretrained(directory)
         return directory
+
+    # -- checkpoints (rl/checkpoint.py) -----------------------------------------------------
+
+    def save_checkpoint(self, directory: str) -> None:
+        """This rank's part of a checkpoint: DeepSpeed's (module with the critic, optimizer, its
+        step counts; with ZeRO, this rank's partition: every rank must call it) and this rank's
+        torch RNG."""
+        self.engine.save_checkpoint(directory, tag="engine", client_state={"version": self.version}, save_latest=False)
+        torch.save(torch.get_rng_state(), Path(directory) / f"torch-rng-rank{self.rank}.pt")
+
+    def load_checkpoint(self, directory: str) -> int:
+        """Continue from a checkpoint of the same configuration; returns the weight version."""
+        path, client = self.engine.load_checkpoint(directory, tag="engine", load_optimizer_states=True,
+                                                   load_lr_scheduler_states=True)
+        if path is None:
+            raise FileNotFoundError(f"{directory}: no learner checkpoint (DeepSpeed found nothing to load)")
+        torch.set_rng_state(torch.load(Path(directory) / f"torch-rng-rank{self.rank}.pt"))
+        self.version = client["version"]
+        return self.version
 
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""

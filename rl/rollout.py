@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import ray
 
+from rl.logs import redirect_output
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -21,7 +23,16 @@ class SamplingSpec:
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int = 256
-    seed: int | None = None
+    seed: int | None = None    # the batch's seed: prompt i is sampled with derive_seed(seed, i)
+
+
+def derive_seed(*parts) -> int:
+    """A 31-bit seed that is a fixed function of `parts`. Sampling seeds are derived from the run's
+    seed, the step and each prompt's place in its batch, never drawn from an RNG: a resumed run,
+    or a batch sharded over another number of workers, samples exactly what the first one did."""
+    import hashlib
+
+    return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=4).digest(), "little") >> 1
 
 
 def cpu_share(index: int, count: int, cpus: int) -> str:
@@ -35,9 +46,12 @@ def cpu_share(index: int, count: int, cpus: int) -> str:
 
 class RolloutWorker:
     def __init__(self, model_path: str, dtype: str, max_model_len: int, seed: int,
-                 kv_cache_gib: float = 1.0, gpu_memory_utilization: float = 0.4, cpu_slot: tuple[int, int] | None = None):
+                 kv_cache_gib: float = 1.0, gpu_memory_utilization: float = 0.4, cpu_slot: tuple[int, int] | None = None,
+                 log_file: str | None = None):
         """cpu_slot = (index, count) of this worker among the node's CPU rollout workers: its
-        threads are bound to its own share of the node's CPUs."""
+        threads are bound to its own share of the node's CPUs. log_file: where the engine's
+        output goes (rl/logs.py)."""
+        redirect_output(log_file)
         # Set before vLLM is imported: the CPU backend reads these from the environment.
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(kv_cache_gib))))
         if cpu_slot is not None:
@@ -56,15 +70,15 @@ class RolloutWorker:
             logprobs_mode="processed_logprobs",
         )
 
-    def generate(self, prompts: list[list[int]], spec: SamplingSpec) -> list[list[Sample]]:
-        """For each prompt (token ids), `spec.n` samples."""
+    def generate(self, prompts: list[list[int]], spec: SamplingSpec, first: int = 0) -> list[list[Sample]]:
+        """For each prompt (token ids), `spec.n` samples; `first`: the place of prompts[0] in the
+        whole batch (the per-prompt seeds follow the batch, not the worker's shard)."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        params = SamplingParams(
-            n=spec.n, temperature=spec.temperature, top_p=spec.top_p, max_tokens=spec.max_new_tokens,
-            logprobs=0, seed=spec.seed,
-        )
+        params = [SamplingParams(
+            n=spec.n, temperature=spec.temperature, top_p=spec.top_p, max_tokens=spec.max_new_tokens, logprobs=0,
+            seed=None if spec.seed is None else derive_seed(spec.seed, first + i)) for i in range(len(prompts))]
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
         return [
             [

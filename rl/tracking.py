@@ -15,18 +15,32 @@ def wandb_mode(configured: str) -> str:
 
 
 class Tracker:
-    def __init__(self, cfg: Config, run_dir: Path, metadata: dict):
+    def __init__(self, cfg: Config, run_dir: Path, metadata: dict, resumed=None):
+        """resumed: the checkpoint's DriverState (launch/checkpoint.py) when the run continues:
+        rows logged after its step (by the run that was interrupted) are dropped from the JSONL
+        log, and the same W&B run continues."""
         self.path, self.tables_dir = run_dir / "metrics.jsonl", run_dir / "tables"
+        if resumed is not None and self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines(keepends=True) if json.loads(line)["step"] <= resumed.step]
+            self.path.write_text("".join(kept))
         self._file = self.path.open("a")
         self._wandb = None
         mode = wandb_mode(cfg.wandb.mode)
         if mode != "disabled":
             import wandb
 
+            run_id = resumed.wandb_id if resumed is not None else None
             self._wandb = wandb.init(
                 project=cfg.wandb.project, entity=cfg.wandb.entity or None, mode=mode, dir=str(run_dir),
                 name=run_dir.name, config={**cfg.to_dict(), "metadata": metadata},
+                id=run_id, resume="allow" if run_id else None,
+                settings=wandb.Settings(quiet=True),   # the run's own table is the terminal's summary
             )
+
+    @property
+    def run_id(self) -> str | None:
+        """The W&B run's id (None without W&B): a resumed run continues it."""
+        return None if self._wandb is None else self._wandb.id
 
     def log(self, step: int, metrics: dict, tables: dict | None = None, histograms: dict | None = None) -> None:
         """All metrics to the JSONL file; the numeric ones to W&B (checksums are strings). Tables

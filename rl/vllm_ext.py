@@ -5,7 +5,24 @@ again; `model_runner.reload_weights` re-runs the checkpoint-format loading path 
 """
 from __future__ import annotations
 
+import logging
+
 from rl.weight_sync import checksum_tensors, read_weights
+
+
+class _RotaryCacheIsNotAWeight(logging.Filter):
+    """vLLM's in-place reload logs "RotaryEmbedding: Failed to load weights" on every reload: that
+    layer's only tensor is its cos/sin cache, a buffer computed from the model config that no
+    checkpoint holds, so the reload loads nothing into it and puts it back as it was. Nothing
+    failed (the end-to-end test checks the engine's logprobs against the learner's after each
+    push), so exactly that message is dropped; the same warning for any other layer still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "RotaryEmbedding: Failed to load weights"
+
+
+# This module is imported in vLLM's worker process when the engine loads the extension by name.
+logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").addFilter(_RotaryCacheIsNotAWeight())
 
 # The CPU backend repacks linear layers (and fuses q/k/v, gate/up) after loading; embeddings and
 # norms are held exactly as published, so their bytes can be compared with the learner's.

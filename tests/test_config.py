@@ -71,7 +71,7 @@ def test_bad_override_is_rejected_by_name(override, expected):
 def test_null_means_off_or_automatic():
     cfg = load_config(None, ["reward.overlong_buffer=16", "algo.grad_clip=null", "sandbox.workers=~"])
     assert (cfg.reward.overlong_buffer, cfg.algo.grad_clip, cfg.sandbox.workers) == (16, None, None)
-    assert cfg.data.limit is None and cfg.ray.num_cpus is None and cfg.run.save_every is None
+    assert cfg.data.limit is None and cfg.ray.num_cpus is None and cfg.run.checkpoint_every is None
     assert "  algo.clip_eps_high (float|null, default null)" in describe()
 
 
@@ -131,3 +131,17 @@ def test_malformed_rows_are_skipped_and_counted_when_asked(tmp_path, capsys):
     assert len(tasks) == 3
     err = capsys.readouterr().err
     assert "skipped 2 malformed row(s)" in err and f"{path}:2: not valid JSON" in err and f"{path}:4: missing" in err
+
+
+def test_cli_rejects_a_missing_model_before_ray_starts(tmp_path):
+    out = _cli("model.path=/no/such/model", f"run.output_dir={tmp_path / 'runs'}")
+    assert out.returncode == 2
+    assert "config error: model.path: '/no/such/model': no such folder" in out.stderr
+    assert "Ray" not in out.stdout + out.stderr and not (tmp_path / "runs").exists()
+
+
+def test_cli_rejects_a_resume_that_cannot_continue_before_ray_starts(tmp_path):
+    out = _cli(f"run.resume={tmp_path / 'nothing-here'}", f"run.output_dir={tmp_path / 'runs'}")
+    assert out.returncode == 2
+    assert f"config error: run.resume: '{tmp_path / 'nothing-here'}' is neither a checkpoint" in out.stderr
+    assert "Ray" not in out.stdout + out.stderr and not (tmp_path / "runs").exists()

@@ -123,23 +123,24 @@ def test_two_gloo_ranks_make_the_update_of_one(tiny_model):
     ranks, each normalised by the global counts)."""
     import ray
 
-    from rl.cluster import LearnerGroup
+    from rl.cluster import LearnerGroup, Placement
 
     batch = _credited(random.Random(5), 8, trained=[True, True, True, False, True, True, True, False])
-    ray.init(num_cpus=3, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=3, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
     try:
         after, metrics_by = {}, {}
         for ranks in (1, 2):
             cfg = _config(f"learner.num_ranks={ranks}", "learner.torch_threads=1", "algo.micro_batch_size=1",
+                          "rollout.num_cpus_per_worker=0",   # the placement's rollout bundles: no CPU of the 3
                           "algo.loss_aggregation=seq_mean_token_mean", "algo.grad_clip=null")
-            group = LearnerGroup(cfg, tiny_model, estimator(cfg.algo.advantage))
+            placement = Placement(cfg, learner=True)
+            group = LearnerGroup(cfg, tiny_model, estimator(cfg.algo.advantage), placement)
             before = ray.get(group.ranks[0].state_dict.remote())
             metrics = group.train_step(batch)
             metrics_by[ranks] = metrics
             after[ranks] = ray.get(group.ranks[0].state_dict.remote())
             assert metrics["tokens"] == sum(sum(e.layout.loss_mask) for e in batch if e.credit.trained)
-            for r in group.ranks:
-                ray.kill(r)
+            placement.close()   # its actors go with it
         moved = max(float((after[1][n] - before[n]).abs().max()) for n in before)
         assert moved > 1e-4
         # The all-reduced gradient has the single rank's norm, and the loss is the same ...

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from typing import Sequence
 
@@ -55,6 +56,7 @@ class RayExecutorPool:
         self.actor_cpus, self.max_in_flight, self.retries, self.slack = actor_cpus, max_in_flight, retries, deadline_slack_s
         self.nodes = [n for n in ray.nodes() if n["Alive"]]
         self.actors = [self._start(n) for n in self.nodes]
+        self.replacements = 0   # actors replaced over the pool's life (dead, or past a deadline)
         infos = ray.get([a.info.remote() for a, _ in self.actors])
         self.slots = [i["workers"] for i in infos]
         self.info = dict(infos[0], nodes=len(infos), workers=sum(self.slots))
@@ -121,7 +123,8 @@ class RayExecutorPool:
         current, node = self.actors[index]
         if current is not actor:
             return
-        log.warning("sandbox actor on node %s %s: replacing it", node["NodeID"][:8], why)
+        print(f"warning: sandbox actor on node {node['NodeID'][:8]} {why}: replacing it", file=sys.stderr)
+        self.replacements += 1
         ray.kill(actor)
         self.actors[index] = self._start(node)
 

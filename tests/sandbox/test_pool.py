@@ -16,7 +16,7 @@ def pool():
         pytest.skip("the pool runs the namespaces level, which needs root")
     from envs.sandbox import make_executor
 
-    ray.init(num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=False)
+    ray.init(address="local", num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=False)
     try:
         executor = make_executor("namespaces", workers=2, backend="ray", max_in_flight=2, deadline_slack_s=3.0)
         yield executor

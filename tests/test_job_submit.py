@@ -1,0 +1,58 @@
+"""`ray job submit` against a real cluster: `ray start --head` on loopback, one training step
+submitted as the README shows it, the job's driver joining that cluster (RAY_ADDRESS, set by the
+job), its actors placed there, and the run directory where run.output_dir said."""
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.e2e
+
+RAY = str(Path(sys.executable).parent / "ray")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """A one-node cluster of its own (own ports, own temp dir), stopped afterwards."""
+    temp = Path("/tmp") / f"ray-job-{os.getpid()}"   # Ray's socket paths must stay short
+    port, dashboard = free_port(), free_port()
+    # As from an activated virtual environment: the job's `python` is the one with the project.
+    env = {**os.environ, "RAY_ADDRESS": "", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    subprocess.run([RAY, "start", "--head", "--node-ip-address", "127.0.0.1", f"--port={port}", "--num-cpus=4",
+                    "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--temp-dir={temp}",
+                    "--include-dashboard=true", "--disable-usage-stats"], check=True, env=env, capture_output=True)
+    try:
+        yield f"http://127.0.0.1:{dashboard}", env
+    finally:
+        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True)
+
+
+def test_a_submitted_job_trains_on_the_cluster(cluster, tiny_model, tmp_path):
+    address, env = cluster
+    out = tmp_path / "runs"
+    submitted = subprocess.run(
+        [RAY, "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
+         "python", "-m", "launch.train", "--config", "configs/tiny.yaml", f"model.path={tiny_model}",
+         f"run.output_dir={out}", "run.steps=1", "rollout.num_workers=1", "wandb.mode=disabled"],
+        env=env, capture_output=True, text=True, timeout=900)
+    logs = submitted.stdout + submitted.stderr
+    assert submitted.returncode == 0 and "succeeded" in logs, logs[-4000:]
+    (run_dir,) = out.glob("tiny-*")
+    assert f"run directory: {run_dir}" in logs
+    steps = [r for r in map(json.loads, (run_dir / "metrics.jsonl").open()) if "weight_version" in r]
+    assert [r["step"] for r in steps] == [1]
+    metadata = json.loads((run_dir / "metadata.json").read_text())
+    assert metadata["ray"]["joined"] is True and metadata["ray"]["nodes"] == 1
+    assert (run_dir / "logs" / "rollout-0.log").exists()

@@ -232,27 +232,31 @@ class LearnerGroup:
 
     def __init__(self, cfg: Config, model_path: str, estimator: Estimator, placement: Placement, log_dir: str | None = None):
         l = cfg.learner
-        self.mini_batches = cfg.algo.mini_batches
+        options = learner_options(cfg, estimator)
+        self.mini_batches, self.micro_batch_size = cfg.algo.mini_batches, cfg.algo.micro_batch_size
+        self.reference, self.critic = options["reference"], options["critic"]
         address, port = placement.address(0)
         self.ranks = [
             LearnerActor.options(**placement.learner(rank)).remote(
-                model_path, **learner_options(cfg, estimator), rank=rank, world_size=l.num_ranks,
+                model_path, **options, rank=rank, world_size=l.num_ranks,
                 master_addr=address, master_port=port, log_file=log_dir and f"{log_dir}/learner-rank{rank}.log")
             for rank in range(l.num_ranks)
         ]
         ray.get([r.node_id.remote() for r in self.ranks])  # surface start-up errors here
 
     def train_step(self, batch: list[Episode]) -> dict[str, float]:
-        """Each rank trains on its own shard (rl/learner.py:shards); returns the ranks'
-        per-micro-batch statistics, averaged."""
-        parts = shards(batch, self.mini_batches, len(self.ranks))
+        """Each rank trains on its own shard (rl/learner.py:shards: only the episodes that can
+        move the loss); returns the statistics over all ranks."""
+        parts = shards(batch, self.mini_batches, len(self.ranks), self.micro_batch_size, self.reference, self.critic)
         results = ray.get([r.train_step.remote(part) for r, part in zip(self.ranks, parts)])
         totals: dict[str, float] = {}
         for result in results:
             for k, v in result.items():
                 totals[k] = totals.get(k, 0.0) + v
-        metrics = {k: v / totals[k + "_count"] for k, v in totals.items() if k + "_count" in totals}
-        metrics["tokens"] = totals["tokens"]
+        metrics = {k: v / totals[k + "_count"] for k, v in totals.items() if k + "_count" in totals and totals[k + "_count"]}
+        metrics["tokens"] = float(sum(sum(e.layout.loss_mask) for e in batch if e.credit.trained))
+        metrics["tokens_computed"] = totals["tokens_computed"]   # in the forward passes: left-out episodes cost nothing
+        metrics["episodes_left_out"] = float(len(batch) - sum(len(p.episodes) for part in parts for p in part))
         metrics["grad_norm"] = results[0]["grad_norm"]
         metrics["seconds"] = max(r["seconds"] for r in results)
         return metrics

@@ -132,7 +132,7 @@ class LearnerConfig:
     num_ranks: int = opt(1, "DeepSpeed ranks (one Ray actor each).", min=1)
     num_cpus_per_rank: float = opt(1.0, "Ray CPUs reserved per learner rank.", min=0.0)
     num_gpus_per_rank: float = opt(0.0, "Ray GPUs per learner rank (0 on CPU machines).", min=0.0)
-    zero_stage: Literal[0, 1, 2] = opt(0, "DeepSpeed ZeRO stage.")
+    zero_stage: Literal[0, 1, 2, 3] = opt(0, "DeepSpeed ZeRO stage: 0 none; 1 optimizer state, 2 and gradients, 3 and parameters partitioned over the learner ranks.")
     resources: dict[str, float] = opt({}, "Custom Ray resources each learner rank needs besides its CPUs/GPUs, e.g. {learner_node: 1}.")
     memory_gib: float | None = opt(None, "Memory each learner rank reserves from Ray (null: none reserved).", min=0.0)
     torch_threads: int | None = opt(None, "torch intra-op threads in the learner (null: every CPU of its node; the loop is synchronous, so rollout workers are idle while it trains).", min=1)

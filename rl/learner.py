@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -77,40 +78,53 @@ class Learner:
 
     # -- training --------------------------------------------------------------------------
 
-    def train_step(self, shard: Sequence[Sequence[Episode]]) -> dict[str, float]:
-        """One optimizer step per mini-batch; shard[i] is this rank's part of mini-batch i."""
+    def train_step(self, shard: Sequence["MiniBatchPart"]) -> dict[str, float]:
+        """One optimizer step per mini-batch; shard[i] is this rank's part of mini-batch i (see
+        `shards`). Returns sums and counts of the statistics (the group divides them)."""
         start = time.monotonic()
-        micro = self.algo.micro_batch_size
-        micro_batches = [[list(m[i:i + micro]) for i in range(0, len(m), micro)] for m in shard]
+        micro_batches = [_split(part.episodes, part.micro_batches) for part in shard]
         # Logprobs before any update, for every mini-batch after the first.
-        old = [[self._logprobs(self.policy, mb) if i else None for mb in mbs] for i, mbs in enumerate(micro_batches)]
+        old = [[self._logprobs(self.policy, mb) if i and mb else None for mb in mbs] for i, mbs in enumerate(micro_batches)]
         refs = [[self._logprobs(self.reference, mb) if _has_kl(mb) else None for mb in mbs] for mbs in micro_batches]
 
         sums: dict[str, float] = {}
+
+        def add(key: str, value: float, count: float) -> None:
+            sums[key] = sums.get(key, 0.0) + float(value)
+            sums[key + "_count"] = sums.get(key + "_count", 0.0) + float(count)
+
         norms: list[float] = []
         self.engine.train()
-        for i, mbs in enumerate(micro_batches):
-            sequences, tokens, value_points = self._global_counts([e for e in shard[i] if e.credit.trained])
-            for mb, old_logp, ref_logp in zip(mbs, old[i], refs[i]):
-                stats, loss = self._micro_batch_loss(mb, old_logp, ref_logp, sequences, tokens, value_points, first=i == 0)
+        for i, (part, mbs) in enumerate(zip(shard, micro_batches)):
+            # DeepSpeed averages gradients over ranks, so each rank's share is normalised by the
+            # mini-batch's global counts over the world size: the average is the mini-batch's loss.
+            norm = [max(n / self.world_size, 1e-12) for n in (part.sequences, part.tokens, part.value_points)]
+            loss_sum = 0.0
+            for j, (mb, old_logp, ref_logp) in enumerate(zip(mbs, old[i], refs[i])):
+                # Every rank makes the same number of passes per mini-batch (their collectives
+                # line up); the last is the accumulation boundary, where gradients are
+                # all-reduced and the optimizer steps.
+                self.engine.set_gradient_accumulation_boundary(j == len(mbs) - 1)
+                loss = self._micro_batch_loss(mb, old_logp, ref_logp, *norm, first=i == 0, add=add) if mb else self._null_loss()
                 self.engine.backward(loss, scale_wrt_gas=False)   # the shares already add up to the mini-batch's loss
-                if self.engine.is_gradient_accumulation_boundary():
-                    norms.append(self._grad_norm_before_step())
-                self.engine.step()
-                stats["loss"] = loss.detach() * len(mbs)   # averaged over micro-batches below: the mini-batch's loss
-                for k, v in stats.items():
-                    sums[k] = sums.get(k, 0.0) + float(v)
-                    sums[k + "_count"] = sums.get(k + "_count", 0.0) + 1.0
+                loss_sum += float(loss.detach())
+            norms.append(self._grad_norm_before_step())
+            self.engine.step()
+            add("loss", loss_sum, 1.0)
+            # Left-out episodes' policy-gradient terms are exactly 0 (no advantage, not clipped).
+            add("pg_loss", 0.0, part.left_out)
+            add("clip_fraction", 0.0, part.left_out)
         self.version += 1
         if self.engine.zero_optimization_stage():  # ZeRO optimizers measure the norm of their partitioned grads
             norms = [float(self.engine.get_global_grad_norm() or 0.0)]
         sums["grad_norm"] = sum(norms) / len(norms)
-        sums["tokens"] = float(sum(sum(e.layout.loss_mask) for m in shard for e in m if e.credit.trained))
+        sums["tokens_computed"] = float(sum(len(e.layout.token_ids) for part in shard for e in part.episodes))
         sums["seconds"] = time.monotonic() - start
         return sums
 
     def _micro_batch_loss(self, mb: list[Episode], old_logp, ref_logp, sequences: float, tokens: float,
-                          value_points: float, first: bool):
+                          value_points: float, first: bool, add):
+        """This micro-batch's share of the mini-batch's loss; its statistics go to `add`."""
         t = self._tensors(mb)
         logits, values = self.engine(t["ids"], t["attention"], t["select"])
         logp, entropy = selected_logprobs_and_entropy(logits, t["ids"], t["select"], self.temperature)
@@ -118,28 +132,28 @@ class Learner:
         loss, stats = policy_loss(
             logp, logp.detach() if old_logp is None else old_logp, ref_logp, t["adv"], t["kl_w"], t["mask"], a.clip_eps,
             clip_eps_high=a.clip_eps_high, kl_estimator=a.kl_estimator, aggregation=a.loss_aggregation,
-            num_sequences=max(sequences, 1.0), num_tokens=max(tokens, 1.0), norm_constant=self.norm_tokens)
+            num_sequences=sequences, num_tokens=tokens, norm_constant=self.norm_tokens)
+        rows = len(mb)
+        for key, value in stats.items():   # per-sequence means over the micro-batch: summed over its rows
+            add(key, value * rows, rows)
         if self.critic:
             value_loss = clipped_value_loss(values, t["v_old"], t["v_target"], t["v_mask"], a.value_clip)
-            loss = loss + a.value_coef * value_loss / max(value_points, 1.0)
-            stats["value_loss"] = value_loss.detach() / t["v_mask"].sum().clamp(min=1)
-        n_tok = t["mask"].sum()
-        stats["entropy"] = (entropy * t["mask"]).sum() / n_tok.clamp(min=1)
+            loss = loss + a.value_coef * value_loss / value_points
+            add("value_loss", value_loss.detach() / t["v_mask"].sum().clamp(min=1), 1)
+        n_tok = float(t["mask"].sum())
+        add("entropy", (entropy * t["mask"]).sum(), n_tok)
         if first:  # the policy still has the rollout weights: measures vLLM/learner agreement
-            stats["rollout_logprob_abs_diff"] = ((logp.detach() - t["rollout_lp"]).abs() * t["mask"]).sum() / n_tok.clamp(min=1)
-        return stats, loss
+            add("rollout_logprob_abs_diff", ((logp.detach() - t["rollout_lp"]).abs() * t["mask"]).sum(), n_tok)
+        return loss
 
-    def _global_counts(self, trained: list[Episode]) -> tuple[float, float, float]:
-        """(sequences, tokens, value points) of the whole mini-batch, over all ranks, divided by
-        the world size: DeepSpeed averages gradients over ranks, so normalising each rank's share
-        by global count / world size makes the average the loss of the whole mini-batch, however
-        unevenly the trained episodes fall between the ranks' shards."""
-        counts = torch.tensor([float(len(trained)), float(sum(sum(e.layout.loss_mask) for e in trained)),
-                               float(sum(len(e.credit.value_positions) for e in trained))], dtype=torch.float64)
-        if self.world_size > 1:
-            torch.distributed.all_reduce(counts)
-        sequences, tokens, value_points = (counts / self.world_size).tolist()
-        return sequences, tokens, value_points
+    def _null_loss(self) -> torch.Tensor:
+        """A pass whose gradient is exactly 0 for every parameter, for a rank left with no episode
+        of this mini-batch: it still joins the gradient all-reduce (and, under ZeRO, every
+        parameter's hooks), and the optimizer steps as it would on masked episodes."""
+        ids = torch.zeros(1, 2, dtype=torch.long, device=self.device)
+        select = torch.tensor([[False, True]], device=self.device)
+        logits, values = self.engine(ids, torch.ones_like(ids), select)
+        return logits.sum() * 0.0 + (values.sum() * 0.0 if values is not None else 0.0)
 
     def _grad_norm_before_step(self) -> float:
         """Norm of the (already all-reduced) gradients; DeepSpeed discards it for plain fp32."""
@@ -270,12 +284,60 @@ class Learner:
         return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
 
 
-def shards(batch: Sequence[Episode], mini_batches: int, world_size: int) -> list[list[list[Episode]]]:
+@dataclass(frozen=True)
+class MiniBatchPart:
+    """One rank's part of one mini-batch. Only episodes whose loss terms can be non-zero are in
+    it (`contributes`): the others' gradient is exactly 0, so they are left out before the
+    forward pass. The normalisers are the whole mini-batch's (all its trained episodes), the same
+    on every rank, so leaving episodes out changes the loss and its gradient by float rounding only."""
+
+    episodes: list[Episode]
+    micro_batches: int     # passes every rank makes on this mini-batch
+    sequences: float       # the mini-batch's trained episodes,
+    tokens: float          # their policy tokens,
+    value_points: float    # and the critic's targets in them
+    left_out: int = 0      # this rank's share of the episodes left out
+
+
+def shards(batch: Sequence[Episode], mini_batches: int, world_size: int, micro_batch_size: int,
+           reference: bool, critic: bool) -> list[list[MiniBatchPart]]:
     """shards[r][i]: rank r's part of mini-batch i. Mini-batches are contiguous slices of the
-    batch; rank r trains on every world_size-th episode of each."""
+    batch; the episodes of each that can move the loss are dealt round-robin over the ranks, and
+    every rank makes the passes the fullest one needs (at least one, so that the optimizer steps
+    even when nothing is left, as it would on masked episodes)."""
     size = len(batch) // mini_batches
-    minis = [list(batch[i * size:(i + 1) * size]) for i in range(mini_batches)]
-    return [[m[rank::world_size] for m in minis] for rank in range(world_size)]
+    parts: list[list[MiniBatchPart]] = [[] for _ in range(world_size)]
+    for i in range(mini_batches):
+        mini = batch[i * size:(i + 1) * size]
+        trained = [e for e in mini if e.credit.trained]
+        kept = [e for e in mini if contributes(e, reference, critic)]
+        left = len(mini) - len(kept)
+        dealt = [kept[r::world_size] for r in range(world_size)]
+        passes = max(1, -(-max(len(d) for d in dealt) // micro_batch_size))
+        for r in range(world_size):
+            parts[r].append(MiniBatchPart(
+                dealt[r], passes, float(len(trained)), float(sum(sum(e.layout.loss_mask) for e in trained)),
+                float(sum(len(e.credit.value_positions) for e in trained)), left // world_size + (r < left % world_size)))
+    return parts
+
+
+def contributes(episode: Episode, reference: bool, critic: bool) -> bool:
+    """Whether any of the episode's loss terms can be non-zero: trained, and a policy token with an
+    advantage, or with a KL weight (when the reference is loaded), or a critic target."""
+    if not episode.credit.trained:
+        return False
+    if critic and episode.credit.value_positions:
+        return True
+    mask = episode.layout.loss_mask
+    if any(m and a for m, a in zip(mask, episode.token_advantages())):
+        return True
+    return reference and any(m and c for m, c in zip(mask, episode.token_kl_coefs()))
+
+
+def _split(episodes: list[Episode], parts: int) -> list[list[Episode]]:
+    """`parts` contiguous, near-equal micro-batches (empty ones where there are fewer episodes)."""
+    bounds = [len(episodes) * i // parts for i in range(parts + 1)]
+    return [episodes[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
 def learner_options(cfg: Config, estimator: Estimator) -> dict:

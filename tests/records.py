@@ -15,3 +15,11 @@ def turn(hidden_passed: int, hidden_total: int, public_passed: int = 0, public_t
          text: str = "x", prompt=(1, 2), response_len: int = 3, logprob: float = -0.1) -> Turn:
     return Turn(list(prompt), [5] * response_len, [logprob] * response_len, "stop", text,
                 verdicts(hidden_passed, hidden_total, public_passed, public_total, code))
+
+
+def train_step(learner, batch, mini_batches: int = 1) -> dict:
+    """One rank's update on a whole batch, as the learner group hands it (rl/learner.py:shards)."""
+    from rl.learner import shards
+
+    (shard,) = shards(batch, mini_batches, 1, learner.algo.micro_batch_size, learner.reference is not None, learner.critic)
+    return learner.train_step(shard)

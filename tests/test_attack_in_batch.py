@@ -57,7 +57,8 @@ def executor():
 def test_a_step_with_programs_that_attack_the_judge_completes(tiny_model, executor):
     from transformers import AutoTokenizer
 
-    from rl.learner import Learner, learner_options, shards
+    from rl.learner import Learner, learner_options
+    from tests.records import train_step
 
     first = [RIGHT, WRONG, *ATTACKS, RIGHT]
     cfg = load_config(REPO / "configs" / "tiny.yaml", ["rollout.tasks_per_step=1", f"rollout.samples_per_task={len(first)}",
@@ -73,7 +74,6 @@ def test_a_step_with_programs_that_attack_the_judge_completes(tiny_model, execut
     est = estimator(cfg.algo.advantage)
     credited = assign_credit(cfg, 1, episodes, REWARDS.get("binary"), est)
     learner = Learner(tiny_model, **learner_options(cfg, est), master_port=29781)
-    (shard,) = shards(credited, 1, 1)
-    metrics = learner.train_step(shard)
-    assert metrics["loss_count"] == len(first) // 2
+    sums = train_step(learner, credited)
+    assert sums["loss_count"] == 1 and sums["tokens_computed"] > 0   # one mini-batch, with episodes that carry signal
     assert step_metrics(credited, 2)["train/acc_t1"] == pytest.approx(2 / len(first))

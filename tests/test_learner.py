@@ -12,11 +12,11 @@ from rl.advantages import estimator
 from rl.config import load_config
 from rl.credit import assign_credit, turn_kl
 from rl.episode import Credit, Episode, Turn
-from rl.learner import Learner, learner_options, shards
+from rl.learner import Learner, learner_options
 from rl.losses import policy_loss, token_logprobs_and_entropy
 from envs.tasks import Task, TestCase
 from tests.conftest import REPO
-from tests.records import verdicts
+from tests.records import train_step, verdicts
 
 TASK = Task("t", "p", "f", (TestCase("call", "f(0)", "0"),), (TestCase("call", "f(1)", "1"),))
 
@@ -75,14 +75,13 @@ def test_micro_batches_and_mini_batches_give_the_gradient_of_each_whole_mini_bat
     batch = _credited(random.Random(3), 8, trained=[True, False, True, True, True, True, False, True])
     steps = _capture_gradients(learner)
     initial = AutoModelForCausalLM.from_pretrained(tiny_model)
-    (shard,) = shards(batch, 2, 1)
-    learner.train_step(shard)
+    train_step(learner, batch, mini_batches=2)
     assert len(steps) == 2
 
     # The same loss in one pass over each whole (padded) mini-batch, by autograd: old and
     # reference logprobs from the initial weights, the policy at the weights of that step.
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
-    for mini, (grads, weights) in zip(shard, steps):
+    for mini, (grads, weights) in zip((batch[:4], batch[4:]), steps):
         ids = torch.tensor([e.layout.token_ids + [0] * (40 - len(e.layout.token_ids)) for e in mini])
         attention = (torch.arange(40)[None] < torch.tensor([len(e.layout.token_ids) for e in mini])[:, None]).long()
 
@@ -112,9 +111,8 @@ def test_no_reference_is_loaded_or_run_when_every_kl_weight_is_zero(tiny_model):
     assert learner.reference is None
     batch = _credited(random.Random(4), 8)
     batch = [dataclasses.replace(e, credit=dataclasses.replace(e.credit, kl_coefs=(0.0,) * len(e.turns))) for e in batch]
-    (shard,) = shards(batch, 1, 1)
-    metrics = learner.train_step(shard)
-    assert "kl" not in metrics and metrics["loss_count"] == 4 and torch.isfinite(torch.tensor(metrics["loss"]))
+    sums = train_step(learner, batch)
+    assert "kl" not in sums and sums["loss_count"] == 1 and torch.isfinite(torch.tensor(sums["loss"]))
 
 
 def test_two_gloo_ranks_make_the_update_of_one(tiny_model):
@@ -181,8 +179,7 @@ def test_critic_learns_the_returns_and_stays_out_of_the_published_weights(critic
     assert before > 0.5     # a zero-initialised head against returns of 0..2
     checksum = learner.checksum()
     for _ in range(5):
-        (shard,) = shards(credited(), 1, 1)
-        metrics = learner.train_step(shard)
+        metrics = train_step(learner, credited())
     assert metrics["value_loss"] > 0 and torch.isfinite(torch.tensor(metrics["loss"]))
     assert value_error() < 0.5 * before
     assert learner.checksum() != checksum                                  # the policy trained too
@@ -205,3 +202,43 @@ def test_reference_pass_gives_the_turn_kl_credit_assignment_reads(critic_learner
         e.__dict__.pop("layout", None)   # rebuilt from the edited turns
     assert turn_kl(episodes[0], ref_a) == pytest.approx([0.0, 0.5], abs=1e-5)
     assert turn_kl(episodes[1], ref_b) == pytest.approx([0.0], abs=1e-5)
+
+
+def test_episodes_without_signal_are_skipped_before_the_forward_pass_with_the_masked_loss_and_gradient(tiny_model):
+    """Zero-advantage episodes without KL weight, and episodes left out of the loss, are not run;
+    the loss and the gradient are those of the masked batch that runs them all."""
+    from rl.learner import MiniBatchPart, contributes
+
+    cfg = _config("algo.micro_batch_size=2", "algo.kl_coef=0.05", "algo.kl_coef_first_turn=0.05")
+    batch = _credited(random.Random(6), 8, trained=[True, False, True, True, True, True, False, True])
+    silent = {1, 2, 5}   # no advantage and no KL weight: nothing to learn from (2 and 5 are trained)
+    batch = [dataclasses.replace(e, credit=dataclasses.replace(e.credit, advantages=(0.0,) * len(e.turns), kl_coefs=(0.0,) * len(e.turns)))
+             if i in silent else e for i, e in enumerate(batch)]
+    assert [contributes(e, True, False) for e in batch] == [True, False, False, True, True, False, False, True]
+    trained = [e for e in batch if e.credit.trained]
+    masked = [MiniBatchPart(batch, 4, float(len(trained)), float(sum(sum(e.layout.loss_mask) for e in trained)), 0.0)]
+    results = {}
+    for name, run in (("skipped", lambda learner: train_step(learner, batch)), ("masked", lambda learner: learner.train_step(masked))):
+        learner = _learner(cfg, tiny_model, 29761 + len(results))
+        steps = _capture_gradients(learner)
+        results[name] = (run(learner), steps[0][0])
+    (skipped, grads), (full, full_grads) = results["skipped"], results["masked"]
+    assert skipped["tokens_computed"] < full["tokens_computed"]
+    assert skipped["loss"] == pytest.approx(full["loss"], rel=1e-6, abs=1e-9)
+    assert skipped["pg_loss"] / skipped["pg_loss_count"] == pytest.approx(full["pg_loss"] / full["pg_loss_count"], rel=1e-5)
+    for name in grads:
+        assert torch.allclose(grads[name], full_grads[name], rtol=1e-5, atol=1e-8), name
+
+
+def test_a_rank_left_without_episodes_still_steps_with_a_zero_gradient(tiny_model):
+    """Nothing to learn from in the whole mini-batch: one pass of exactly zero gradient, and the
+    optimizer still steps (as it would on the masked batch: Adam's state moves the weights only
+    through its moments, which are zero here)."""
+    cfg = _config("algo.kl_coef=0", "algo.kl_coef_first_turn=0")
+    batch = [dataclasses.replace(e, credit=dataclasses.replace(e.credit, advantages=(0.0,) * len(e.turns), kl_coefs=(0.0,) * len(e.turns)))
+             for e in _credited(random.Random(7), 8)]
+    learner = _learner(cfg, tiny_model, 29771)
+    steps = _capture_gradients(learner)
+    sums = train_step(learner, batch)
+    assert len(steps) == 1 and sums["tokens_computed"] == 0 and sums["loss"] == 0.0
+    assert all(float(g.abs().max()) == 0.0 for g in steps[0][0].values())

@@ -86,7 +86,8 @@ def executor():
 def test_two_steps_match_the_values_pinned_before_the_refactor(name, tiny_model, executor, tmp_path):
     from transformers import AutoTokenizer
 
-    from rl.learner import Learner, learner_options, shards
+    from rl.learner import Learner, learner_options
+    from tests.records import train_step
 
     recipe, overrides, repair = SCENARIOS[name]
     if repair:
@@ -108,9 +109,9 @@ def test_two_steps_match_the_values_pinned_before_the_refactor(name, tiny_model,
         passes = learner.passes(episodes, *passes_needed(cfg.algo, est))
         episodes = assign_credit(cfg, step, episodes, REWARDS.get(cfg.reward.name), est,
                                  passes.get("reference"), passes.get("values"))
-        (shard,) = shards(episodes, cfg.algo.mini_batches, 1)
-        sums = learner.train_step(shard)
-        metrics = {k: v / sums[k + "_count"] for k, v in sums.items() if k + "_count" in sums}
+        sums = train_step(learner, episodes, cfg.algo.mini_batches)
+        metrics = {k: v / sums[k + "_count"] for k, v in sums.items() if k + "_count" in sums and sums[k + "_count"]}
+        metrics["tokens"] = float(sum(sum(e.layout.loss_mask) for e in episodes if e.credit.trained))
 
         assert [[t.correct for t in e.turns] for e in episodes] == pinned["correct"]
         for e, rewards, shaped, adv, token_sum, coefs, trained in zip(episodes, pinned["rewards"], pinned["trained_rewards"], pinned["advantages"],

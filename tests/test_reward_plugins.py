@@ -75,13 +75,12 @@ def _cfg(*overrides):
 
 def _step(cfg, episodes, learner):
     """Credit with the configured plug-in, then one learner update on the batch."""
-    from rl.learner import shards
+    from tests.records import train_step
 
     credited = assign_credit(cfg, 1, episodes, REWARDS.get(cfg.reward.name), estimator(cfg.algo.advantage))
-    (shard,) = shards(credited, 1, 1)
     before = learner.checksum()
-    metrics = learner.train_step(shard)
-    assert learner.checksum() != before and metrics["loss_count"] == 2
+    sums = train_step(learner, credited)
+    assert learner.checksum() != before and sums["loss_count"] == 1
     return credited, step_metrics(credited, 2)
 
 

@@ -65,7 +65,8 @@ def train(cfg: Config) -> dict:
         eval_env = rt.environment(cfg.eval.environment, eval_tasks) if eval_tasks else None
         metadata = {"isolation": rt.executor.isolation, "sandbox": rt.executor.info, "model_path": model_path,
                     "train_tasks": len(train_tasks), "eval_tasks": len(eval_tasks),
-                    "environment": cfg.episode.environment, "initial_weights_checksum": rt.learner.checksum()}
+                    "environment": cfg.episode.environment, "initial_weights_checksum": rt.learner.checksum(),
+                    "weight_transport": rt.weight_transport}
         (run_dir / "metadata.json").write_text(json.dumps(metadata, indent=2))
         with Tracker(cfg, run_dir, metadata) as tracker:
             reports = run_loop(cfg, rt, tracker, train_env, eval_env, train_tasks, eval_tasks, run_dir, model_path)
@@ -162,8 +163,9 @@ class Loop:
         learner_metrics = rt.learner.train_step(episodes)
         timers["training"] = time.monotonic() - t0
         t0 = time.monotonic()
-        path, checksum, self.version = rt.learner.publish(rt.publish_dir)
-        rt.rollout.push(path, self.version, checksum)
+        weights = rt.learner.publish(rt.weight_transport, rt.publish_dir)
+        rt.rollout.push(weights)
+        self.version = weights.version
         held = rt.rollout.verify_held(self.verbatim_names, rt.learner.checksum(self.verbatim_names), self.version)
         timers["push"] = time.monotonic() - t0
         if self.rollouts_dir is not None:
@@ -182,7 +184,7 @@ class Loop:
         metrics["weight_version"] = self.version
         # how many versions behind the learner the sampling policy was (0 in the synchronous loop)
         metrics["rollout/version_lag"] = sum(self.version - 1 - e.weight_version for e in episodes) / len(episodes)
-        metrics["weights/checksum"] = checksum
+        metrics["weights/checksum"] = weights.checksum
         metrics["weights/held_by_workers"] = held
         return metrics, episodes
 

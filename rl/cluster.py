@@ -11,6 +11,7 @@ from rl.config import Config
 from rl.episode import Episode
 from rl.learner import LearnerActor, learner_options, shards
 from rl.rollout import RolloutActor, Sample, SamplingSpec
+from rl.weight_sync import PublishedWeights
 
 
 class WeightPushError(RuntimeError):
@@ -31,7 +32,11 @@ def init_ray(cfg: Config) -> None:
 
 
 class RolloutGroup:
-    def __init__(self, cfg: Config, model_path: str):
+    """The vLLM rollout workers; `nodes[i]` is worker i's Ray node. Started when the constructor
+    returns (it waits for every engine). Weights reach them through rl/weight_sync.py, with
+    staging files under `weights_dir` on each worker's node."""
+
+    def __init__(self, cfg: Config, model_path: str, weights_dir: str):
         r = cfg.rollout
         self.workers = [
             RolloutActor.options(num_cpus=r.num_cpus_per_worker, num_gpus=r.num_gpus_per_worker).remote(
@@ -39,7 +44,8 @@ class RolloutGroup:
                 None if r.num_gpus_per_worker else (i, r.num_workers))
             for i in range(r.num_workers)
         ]
-        self.push_timeout_s = cfg.weight_sync.timeout_s
+        self.weights_dir, self.push_timeout_s = weights_dir, cfg.weight_sync.timeout_s
+        self.nodes = ray.get([w.node_id.remote() for w in self.workers])   # returns once every engine is up
 
     def generate(self, prompts: list[list[int]], spec: SamplingSpec) -> list[list[Sample]]:
         """Contiguous shards of the prompts, one per worker, in parallel; results in prompt order."""
@@ -48,32 +54,42 @@ class RolloutGroup:
         futures = [w.generate.remote(prompts[a:b], spec) for w, a, b in zip(self.workers, bounds, bounds[1:]) if b > a]
         return [samples for shard in ray.get(futures) for samples in shard]
 
-    def push(self, path: str, version: int, checksum: str) -> None:
-        """Every worker reloads `path`; raises if any fails, times out, or loaded other bytes."""
-        futures = {w.load_weights.remote(path): i for i, w in enumerate(self.workers)}
-        done, pending = ray.wait(list(futures), num_returns=len(futures), timeout=self.push_timeout_s)
-        if pending:
-            late = sorted(futures[f] for f in pending)
-            raise WeightPushError(f"weight push v{version} did not reach rollout workers {late} within weight_sync.timeout_s={self.push_timeout_s:g}s")
-        for future in done:
-            try:
-                got = ray.get(future)
-            except Exception as exc:
-                raise WeightPushError(f"rollout worker {futures[future]} failed to load weights v{version}: {exc}") from exc
-            if got != checksum:
-                raise WeightPushError(f"rollout worker {futures[future]} loaded weights v{version} with checksum {got}, expected {checksum}")
+    def push(self, weights: PublishedWeights) -> None:
+        """Every worker loads `weights`; raises, naming the workers, if any fails, does not answer
+        within weight_sync.timeout_s, or loaded other bytes."""
+        v = weights.version
+        loaded = self._answers([w.load_weights.remote(weights, self.weights_dir, self.push_timeout_s) for w in self.workers],
+                               f"loading weights v{v} ({weights.transport})")
+        for i, got in enumerate(loaded):
+            if got != weights.checksum:
+                raise WeightPushError(f"{self._worker(i)} loaded weights v{v} with checksum {got}, expected {weights.checksum}")
 
     def verify_held(self, names: list[str], expected: str, version: int) -> list[str]:
         """Each worker's engine must hold exactly `expected` for the verbatim-held parameters;
         returns what each one holds."""
-        held = ray.get([w.held_weights_checksum.remote(names) for w in self.workers], timeout=self.push_timeout_s)
+        held = self._answers([w.held_weights_checksum.remote(names) for w in self.workers], f"checking weights v{version}")
         for i, got in enumerate(held):
             if got != expected:
-                raise WeightPushError(f"rollout worker {i} does not hold weights v{version} after the push (checksum {got}, expected {expected})")
+                raise WeightPushError(f"{self._worker(i)} does not hold weights v{version} after the push (checksum {got}, expected {expected})")
         return held
 
-    def node_ids(self) -> list[str]:
-        return ray.get([w.node_id.remote() for w in self.workers])
+    def _answers(self, futures: list, doing: str) -> list:
+        """Each worker's answer to its call, waiting weight_sync.timeout_s at most in all."""
+        _, pending = ray.wait(futures, num_returns=len(futures), timeout=self.push_timeout_s)
+        if pending:
+            pending = set(pending)
+            late = ", ".join(self._worker(i) for i, f in enumerate(futures) if f in pending)
+            raise WeightPushError(f"{doing}: no answer within weight_sync.timeout_s={self.push_timeout_s:g}s from {late}")
+        answers = []
+        for i, future in enumerate(futures):
+            try:
+                answers.append(ray.get(future))
+            except Exception as exc:
+                raise WeightPushError(f"{doing}: {self._worker(i)} failed: {exc}") from exc
+        return answers
+
+    def _worker(self, i: int) -> str:
+        return f"rollout worker {i} (node {self.nodes[i]})"
 
 
 class LearnerGroup:
@@ -90,7 +106,8 @@ class LearnerGroup:
                 master_addr=address, master_port=port)
             for rank in range(l.num_ranks)
         ]
-        ray.get([r.node_id.remote() for r in self.ranks])  # surface start-up errors here
+        self.nodes = ray.get([r.node_id.remote() for r in self.ranks])  # surfaces start-up errors here
+        self.publish_timeout_s, self.bucket_mb = cfg.weight_sync.timeout_s, cfg.weight_sync.bucket_mb
 
     def train_step(self, batch: list[Episode]) -> dict[str, float]:
         """Each rank trains on its own shard (rl/learner.py:shards); returns the ranks'
@@ -117,8 +134,13 @@ class LearnerGroup:
         parts = ray.get([r.passes.remote(batch[a:b], reference, values) for r, a, b in zip(self.ranks, bounds, bounds[1:])])
         return {name: [row for part in parts for row in part[name]] for name in parts[0]}
 
-    def publish(self, directory: str) -> tuple[str, str, int]:
-        return ray.get(self.ranks[0].publish.remote(directory))
+    def publish(self, transport: str, directory: str) -> PublishedWeights:
+        """Rank 0's current weights through `transport`, within weight_sync.timeout_s."""
+        try:
+            return ray.get(self.ranks[0].publish.remote(transport, directory, self.bucket_mb), timeout=self.publish_timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            raise WeightPushError(f"learner rank 0 (node {self.nodes[0]}) did not publish its weights ({transport}) "
+                                  f"within weight_sync.timeout_s={self.publish_timeout_s:g}s") from None
 
     def checksum(self, names: list[str] | None = None) -> str:
         return ray.get(self.ranks[0].checksum.remote(names))
@@ -130,7 +152,8 @@ class LearnerGroup:
         return ray.get(self.ranks[0].save.remote(directory, tokenizer_path))
 
     def node_id(self) -> str:
-        return ray.get(self.ranks[0].node_id.remote())
+        """Rank 0's node: where published weights start from."""
+        return self.nodes[0]
 
 
 def _free_port() -> int:

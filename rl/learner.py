@@ -22,7 +22,7 @@ from rl.advantages import Estimator
 from rl.config import AlgoConfig, Config, LearnerConfig
 from rl.episode import Episode
 from rl.losses import clipped_value_loss, policy_loss, selected_logits, selected_logprobs_and_entropy
-from rl.weight_sync import checksum_tensors, publish_weights
+from rl.weight_sync import TRANSPORTS, PublishedWeights, checksum_tensors
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -215,7 +215,8 @@ class Learner:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The policy's tensors, each stored once: a tied lm_head shares the embedding's storage
-        (safetensors refuses shared tensors, and vLLM re-ties it on load)."""
+        (safetensors refuses shared tensors, the object store would carry it twice, and vLLM
+        re-ties it on load)."""
         state, seen = {}, set()
         for name, tensor in self.policy.state_dict().items():
             if tensor.data_ptr() not in seen:
@@ -223,10 +224,10 @@ class Learner:
                 state[name] = tensor
         return state
 
-    def publish(self, directory: str) -> tuple[str, str, int]:
-        """Rank 0 writes the current weights for the rollout workers: (path, checksum, version)."""
-        state = self.state_dict()
-        return publish_weights(state, directory, self.version), checksum_tensors(state), self.version
+    def publish(self, transport: str, directory: str, bucket_mb: float) -> PublishedWeights:
+        """Rank 0 publishes the current weights for the rollout workers through `transport`
+        (rl/weight_sync.py; `directory`: where its files go on this node)."""
+        return TRANSPORTS.get(transport)(directory, bucket_mb).publish(self.state_dict(), self.version)
 
     def parameter_names(self) -> list[str]:
         return list(self.state_dict())

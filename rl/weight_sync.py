@@ -78,6 +78,11 @@ class Transport:
         self.directory, self.bucket_bytes = Path(directory), int(bucket_mb * (1 << 20))
 
     def publish(self, state: dict[str, torch.Tensor], version: int) -> PublishedWeights:
+        """Learner rank 0's side: the bytes sent, with the checksum receivers must match."""
+        return PublishedWeights(self.name, version, checksum_tensors(state), self.send(state, version))
+
+    def send(self, state: dict[str, torch.Tensor], version: int) -> str | tuple[Bucket, ...]:
+        """Puts the bytes where the receivers will find them; returns that location."""
         raise NotImplementedError
 
     def receive(self, weights: PublishedWeights, timeout_s: float) -> contextlib.AbstractContextManager[list[str]]:
@@ -88,7 +93,7 @@ class Transport:
 class ShmTransport(Transport):
     name = "shm"
 
-    def publish(self, state: dict[str, torch.Tensor], version: int) -> PublishedWeights:
+    def send(self, state: dict[str, torch.Tensor], version: int) -> str:
         """Writes version `version`; older versions are removed."""
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"weights-v{version:06d}.safetensors"
@@ -98,7 +103,7 @@ class ShmTransport(Transport):
         for old in self.directory.glob("weights-v*.safetensors"):
             if old != path:
                 old.unlink(missing_ok=True)
-        return PublishedWeights(self.name, version, checksum_tensors(state), str(path))
+        return str(path)
 
     @contextlib.contextmanager
     def receive(self, weights: PublishedWeights, timeout_s: float) -> Iterator[list[str]]:
@@ -108,7 +113,7 @@ class ShmTransport(Transport):
 class ObjectStoreTransport(Transport):
     name = "object_store"
 
-    def publish(self, state: dict[str, torch.Tensor], version: int) -> PublishedWeights:
+    def send(self, state: dict[str, torch.Tensor], version: int) -> tuple[Bucket, ...]:
         """Puts the buckets; they live while any holder of the returned handle does (Ray counts
         references), so a version is freed once the driver and the workers are done with it."""
         buckets, group, size = [], [], 0
@@ -121,7 +126,7 @@ class ObjectStoreTransport(Transport):
             size += nbytes
         if group:
             buckets.append(self._put(state, group))
-        return PublishedWeights(self.name, version, checksum_tensors(state), tuple(buckets))
+        return tuple(buckets)
 
     @staticmethod
     def _put(state: dict[str, torch.Tensor], names: list[str]) -> Bucket:

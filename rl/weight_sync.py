@@ -6,7 +6,7 @@ every rollout worker. In each rollout worker's Ray actor, `receive` turns it int
 files on the worker's own node; the vLLM engine, which runs the model in a subprocess of that actor
 (rl/vllm_ext.py), reloads from them in place and returns the checksum of what it loaded. Files are
 the hand-over to the engine because vLLM's RPC arguments are msgpack: tensors do not survive it,
-and bytes through it took 2.5x as long as a file in /dev/shm (docs/benchmarks.md).
+and bytes through it took 2.1-2.6x as long as a file in /dev/shm (docs/benchmarks.md).
 
     shm           learner rank 0 writes one file under weight_sync.directory (/dev/shm: RAM);
                   only workers on its node can read it.

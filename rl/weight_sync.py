@@ -34,6 +34,7 @@ from safetensors.torch import load_file, save_file
 from envs.registry import Registry
 from rl.config import ConfigError
 
+
 def checksum_tensors(tensors: dict[str, torch.Tensor]) -> str:
     """Order-independent content hash: names, shapes, dtypes and exact bytes."""
     digest = hashlib.blake2b(digest_size=16)

@@ -48,14 +48,15 @@ class Runtime:
     """Started by `with`: the sandbox (a canary program through the chosen level; with the Ray
     sandbox pool, after Ray), Ray (joined, or a local one on loopback), the rollout workers, the
     learner when `learner=True`. Attributes: executor, rollout, learner, tokenizer, chat,
-    publish_dir (where weights are published for the workers)."""
+    publish_dir (the node-local folder for weight files, on every node), weight_transport (how
+    weights reach the workers, chosen once they are placed; None without a learner)."""
 
     def __init__(self, cfg: Config, model_path: str, *, learner: bool, run_name: str = "eval", log_dir: str | None = None):
         """log_dir: where the actors' output goes (rl/logs.py; None: Ray shows it here)."""
         self.cfg, self.model_path, self.with_learner, self.log_dir = cfg, model_path, learner, log_dir
         self.publish_dir = str(Path(cfg.weight_sync.directory) / run_name)
         self.timers: dict[str, float] = {}
-        self.executor = self.rollout = self.learner = None
+        self.executor = self.rollout = self.learner = self.weight_transport = None
         self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> "Runtime":
@@ -103,16 +104,17 @@ class Runtime:
     def _start_workers(self) -> None:
         from rl.advantages import estimator
         from rl.cluster import LearnerGroup, Placement, RolloutGroup
+        from rl.weight_sync import choose_transport
 
         placement = Placement(self.cfg, learner=self.with_learner)
         self._stack.callback(placement.close)
         if self.with_learner:
             self.learner = LearnerGroup(self.cfg, self.model_path, estimator(self.cfg.algo.advantage), placement, self.log_dir)
             self._stack.callback(shutil.rmtree, self.publish_dir, ignore_errors=True)
-        self.rollout = RolloutGroup(self.cfg, self.model_path, placement, self.log_dir)
-        nodes = self.rollout.node_ids()   # returns once every worker's engine is up
-        if self.learner is not None and set(nodes) != {self.learner.node_id()}:
-            raise ConfigError("weight_sync: the shared-memory weight transport needs every rollout worker on the learner's node")
+        self.rollout = RolloutGroup(self.cfg, self.model_path, self.publish_dir, placement, self.log_dir)   # returns once every engine is up
+        if self.learner is not None:
+            self.weight_transport = choose_transport(self.cfg.weight_sync.transport, self.learner.node_id(), self.rollout.nodes)
+            print(f"weight transport: {self.weight_transport}")
         self.generate = _timed(self.rollout.generate, self.timers, "generation")
 
     def environment(self, name: str, tasks: Sequence):

@@ -95,10 +95,12 @@ def train(cfg: Config) -> dict:
             metadata = {"isolation": rt.executor.isolation, "sandbox": rt.executor.info, "model_path": model_path,
                         "train_tasks": len(train_tasks), "eval_tasks": len(eval_tasks),
                         "environment": cfg.episode.environment, "initial_weights_checksum": rt.learner.checksum(),
-                        "ray": rt.ray_info}
+                        "ray": rt.ray_info, "weight_transport": rt.weight_transport,
+                        "placement": {"learner": rt.learner.nodes, "rollout": rt.rollout.nodes}}
         else:
             metadata = json.loads((run_dir / "metadata.json").read_text())
-            metadata.setdefault("resumed", []).append({"after_step": resumed.step, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            metadata.setdefault("resumed", []).append({"after_step": resumed.step, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                                       "weight_transport": rt.weight_transport})
         (run_dir / "metadata.json").write_text(json.dumps(metadata, indent=2))
         with Tracker(cfg, run_dir, metadata, resumed) as tracker:
             reports = run_loop(cfg, rt, tracker, train_env, eval_env, train_tasks, eval_tasks, run_dir, model_path,
@@ -252,9 +254,10 @@ class Loop:
         """Publish the learner's weights to every rollout worker and check they hold them:
         (checksum, what each worker holds)."""
         rt = self.rt
-        path, checksum, self.version = rt.learner.publish(rt.publish_dir)
-        rt.rollout.push(path, self.version, checksum)
-        return checksum, rt.rollout.verify_held(self.verbatim_names, rt.learner.checksum(self.verbatim_names), self.version)
+        weights = rt.learner.publish(rt.weight_transport, rt.publish_dir)
+        rt.rollout.push(weights)
+        self.version = weights.version
+        return weights.checksum, rt.rollout.verify_held(self.verbatim_names, rt.learner.checksum(self.verbatim_names), self.version)
 
     def rollout(self, tasks, step: int) -> list:
         """The step's episodes, with their credit. Changes nothing a checkpoint holds but the

@@ -15,6 +15,7 @@ from rl.config import Config, ConfigError
 from rl.episode import Episode
 from rl.learner import LearnerActor, learner_options, shards
 from rl.rollout import RolloutActor, Sample, SamplingSpec
+from rl.weight_sync import PublishedWeights
 
 
 class WeightPushError(RuntimeError):
@@ -135,15 +136,19 @@ def _node_and_free_port() -> tuple[str, int]:
 
 
 class RolloutGroup:
-    """The rollout workers. A worker that dies (its process killed, its node lost) is replaced by a
-    fresh one that loads the latest pushed weights, and its unfinished share of the batch is
-    redone there: the step completes with every sample (`replacements` counts them)."""
+    """The vLLM rollout workers; `nodes[i]` is worker i's Ray node. Started when the constructor
+    returns (it waits for every engine). Weights reach them through rl/weight_sync.py, with
+    staging files under `weights_dir` on each worker's node. A worker that dies (its process
+    killed, its node lost) is replaced by a fresh one that loads the latest pushed weights, and
+    its unfinished share of the batch is redone there: the step completes with every sample
+    (`replacements` counts them)."""
 
-    def __init__(self, cfg: Config, model_path: str, placement: Placement, log_dir: str | None = None):
+    def __init__(self, cfg: Config, model_path: str, weights_dir: str, placement: Placement, log_dir: str | None = None):
         self.cfg, self.model_path, self.placement, self.log_dir = cfg, model_path, placement, log_dir
+        self.weights_dir, self.push_timeout_s = weights_dir, cfg.weight_sync.timeout_s
         self.workers = [self._start(i) for i in range(cfg.rollout.num_workers)]
-        self.push_timeout_s = cfg.weight_sync.timeout_s
-        self.pushed: tuple[str, int, str] | None = None   # (path, version, checksum) of the last push
+        self.nodes = ray.get([w.node_id.remote() for w in self.workers])   # returns once every engine is up
+        self.pushed: PublishedWeights | None = None   # the last push: what a replacement loads
         self.replacements = 0
 
     def _start(self, i: int):
@@ -157,18 +162,20 @@ class RolloutGroup:
         """Worker i is gone: a fresh one in its place, holding the latest pushed weights."""
         retries = self.cfg.rollout.worker_restarts
         if self.replacements >= retries:
-            raise RuntimeError(f"rollout worker {i} died and rollout.worker_restarts={retries} replacements are used up: {error}") from error
+            raise RuntimeError(f"{self._worker(i)} died and rollout.worker_restarts={retries} replacements are used up: {error}") from error
         self.replacements += 1
         log = f" (its log: {self.log_dir}/rollout-{i}.log)" if self.log_dir else ""
-        print(f"warning: rollout worker {i} died{log}: {type(error).__name__}: {str(error).splitlines()[0][:200]}; "
+        print(f"warning: {self._worker(i)} died{log}: {type(error).__name__}: {str(error).splitlines()[0][:200]}; "
               f"starting a replacement ({self.replacements} of at most {retries})", file=sys.stderr)
         ray.kill(self.workers[i])   # a worker that only lost its engine must not linger
         self.workers[i] = self._start(i)
+        self.nodes[i] = ray.get(self.workers[i].node_id.remote())   # the engine is up
         if self.pushed is not None:
-            path, version, checksum = self.pushed
-            self._load(i, path, version, checksum)
-        else:
-            ray.get(self.workers[i].node_id.remote())   # the engine is up
+            (got,) = self._answers({i: self.workers[i].load_weights.remote(self.pushed, self.weights_dir, self.push_timeout_s)},
+                                   f"loading weights v{self.pushed.version} into a replacement")
+            if got != self.pushed.checksum:
+                raise WeightPushError(f"{self._worker(i)} (a replacement) loaded weights v{self.pushed.version} with checksum "
+                                      f"{got}, expected {self.pushed.checksum}")
 
     def generate(self, prompts: list[list[int]], spec: SamplingSpec) -> list[list[Sample]]:
         """Contiguous shards of the prompts, one per worker, in parallel; results in prompt order.
@@ -186,45 +193,49 @@ class RolloutGroup:
                     self._replace(i, exc)
         return [samples for i in sorted(shards) for samples in results[i]]
 
-    def push(self, path: str, version: int, checksum: str) -> None:
-        """Every worker reloads `path`; raises if any fails, times out, or loaded other bytes. A
-        worker found dead is replaced (and the replacement loads `path`)."""
-        self.pushed = (path, version, checksum)
-        futures = {w.load_weights.remote(path): i for i, w in enumerate(self.workers)}
-        done, pending = ray.wait(list(futures), num_returns=len(futures), timeout=self.push_timeout_s)
-        if pending:
-            late = sorted(futures[f] for f in pending)
-            raise WeightPushError(f"weight push v{version} did not reach rollout workers {late} within weight_sync.timeout_s={self.push_timeout_s:g}s")
-        for future in done:
-            try:
-                got = ray.get(future)
-            except ray.exceptions.RayActorError as exc:
-                self._replace(futures[future], exc)
-                continue
-            except Exception as exc:
-                raise WeightPushError(f"rollout worker {futures[future]} failed to load weights v{version}: {exc}") from exc
-            if got != checksum:
-                raise WeightPushError(f"rollout worker {futures[future]} loaded weights v{version} with checksum {got}, expected {checksum}")
-
-    def _load(self, i: int, path: str, version: int, checksum: str) -> None:
-        try:
-            got = ray.get(self.workers[i].load_weights.remote(path), timeout=self.push_timeout_s)
-        except ray.exceptions.GetTimeoutError:
-            raise WeightPushError(f"rollout worker {i} (a replacement) did not load weights v{version} within weight_sync.timeout_s={self.push_timeout_s:g}s") from None
-        if got != checksum:
-            raise WeightPushError(f"rollout worker {i} (a replacement) loaded weights v{version} with checksum {got}, expected {checksum}")
+    def push(self, weights: PublishedWeights) -> None:
+        """Every worker loads `weights`; raises, naming the workers, if any fails, does not answer
+        within weight_sync.timeout_s, or loaded other bytes. A worker found dead is replaced (and
+        its replacement loads `weights`)."""
+        self.pushed, v = weights, weights.version
+        loaded = self._answers({i: w.load_weights.remote(weights, self.weights_dir, self.push_timeout_s) for i, w in enumerate(self.workers)},
+                               f"loading weights v{v} ({weights.transport})", replace_dead=True)
+        for i, got in enumerate(loaded):
+            if got is not None and got != weights.checksum:
+                raise WeightPushError(f"{self._worker(i)} loaded weights v{v} with checksum {got}, expected {weights.checksum}")
 
     def verify_held(self, names: list[str], expected: str, version: int) -> list[str]:
         """Each worker's engine must hold exactly `expected` for the verbatim-held parameters;
         returns what each one holds."""
-        held = ray.get([w.held_weights_checksum.remote(names) for w in self.workers], timeout=self.push_timeout_s)
+        held = self._answers({i: w.held_weights_checksum.remote(names) for i, w in enumerate(self.workers)}, f"checking weights v{version}")
         for i, got in enumerate(held):
             if got != expected:
-                raise WeightPushError(f"rollout worker {i} does not hold weights v{version} after the push (checksum {got}, expected {expected})")
+                raise WeightPushError(f"{self._worker(i)} does not hold weights v{version} after the push (checksum {got}, expected {expected})")
         return held
 
-    def node_ids(self) -> list[str]:
-        return ray.get([w.node_id.remote() for w in self.workers])
+    def _answers(self, futures: dict, doing: str, replace_dead: bool = False) -> list:
+        """The answers of the workers {index: call} in index order, waiting weight_sync.timeout_s
+        at most in all; with `replace_dead`, a worker found dead is replaced (its answer: None)."""
+        _, pending = ray.wait(list(futures.values()), num_returns=len(futures), timeout=self.push_timeout_s)
+        if pending:
+            pending = set(pending)
+            late = ", ".join(self._worker(i) for i, f in futures.items() if f in pending)
+            raise WeightPushError(f"{doing}: no answer within weight_sync.timeout_s={self.push_timeout_s:g}s from {late}")
+        answers = []
+        for i, future in sorted(futures.items()):
+            try:
+                answers.append(ray.get(future))
+            except ray.exceptions.RayActorError as exc:
+                if not replace_dead:
+                    raise WeightPushError(f"{doing}: {self._worker(i)} died: {exc}") from exc
+                self._replace(i, exc)
+                answers.append(None)
+            except Exception as exc:
+                raise WeightPushError(f"{doing}: {self._worker(i)} failed: {exc}") from exc
+        return answers
+
+    def _worker(self, i: int) -> str:
+        return f"rollout worker {i} (node {self.nodes[i]})"
 
 
 class LearnerGroup:
@@ -233,7 +244,7 @@ class LearnerGroup:
     def __init__(self, cfg: Config, model_path: str, estimator: Estimator, placement: Placement, log_dir: str | None = None):
         l = cfg.learner
         options = learner_options(cfg, estimator)
-        self.mini_batches, self.micro_batch_size = cfg.algo.mini_batches, cfg.algo.micro_batch_size
+        self.mini_batches, self.micro_batch_size, self.zero_stage = cfg.algo.mini_batches, cfg.algo.micro_batch_size, l.zero_stage
         self.reference, self.critic = options["reference"], options["critic"]
         address, port = placement.address(0)
         self.ranks = [
@@ -242,7 +253,8 @@ class LearnerGroup:
                 master_addr=address, master_port=port, log_file=log_dir and f"{log_dir}/learner-rank{rank}.log")
             for rank in range(l.num_ranks)
         ]
-        ray.get([r.node_id.remote() for r in self.ranks])  # surface start-up errors here
+        self.nodes = ray.get([r.node_id.remote() for r in self.ranks])  # surfaces start-up errors here
+        self.publish_timeout_s, self.bucket_mb = cfg.weight_sync.timeout_s, cfg.weight_sync.bucket_mb
 
     def train_step(self, batch: list[Episode]) -> dict[str, float]:
         """Each rank trains on its own shard (rl/learner.py:shards: only the episodes that can
@@ -271,17 +283,28 @@ class LearnerGroup:
         parts = ray.get([r.passes.remote(batch[a:b], reference, values) for r, a, b in zip(self.ranks, bounds, bounds[1:])])
         return {name: [row for part in parts for row in part[name]] for name in parts[0]}
 
-    def publish(self, directory: str) -> tuple[str, str, int]:
-        return ray.get(self.ranks[0].publish.remote(directory))
+    def publish(self, transport: str, directory: str) -> PublishedWeights:
+        """Rank 0's current weights through `transport`, within weight_sync.timeout_s."""
+        try:
+            return self._from_rank0("publish", transport, directory, self.bucket_mb, timeout=self.publish_timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            raise WeightPushError(f"learner rank 0 (node {self.nodes[0]}) did not publish its weights ({transport}) "
+                                  f"within weight_sync.timeout_s={self.publish_timeout_s:g}s") from None
 
     def checksum(self, names: list[str] | None = None) -> str:
-        return ray.get(self.ranks[0].checksum.remote(names))
+        return self._from_rank0("checksum", names)
 
     def parameter_names(self) -> list[str]:
-        return ray.get(self.ranks[0].parameter_names.remote())
+        return self._from_rank0("parameter_names")
 
     def save(self, directory: str, tokenizer_path: str) -> str:
-        return ray.get(self.ranks[0].save.remote(directory, tokenizer_path))
+        return self._from_rank0("save", directory, tokenizer_path)
+
+    def _from_rank0(self, method: str, *args, timeout: float | None = None):
+        """Rank 0's answer to a call that reads the whole weights: under ZeRO-3, gathering them is
+        a collective, so every rank is called (the others answer None)."""
+        ranks = self.ranks if self.zero_stage == 3 else self.ranks[:1]
+        return ray.get([getattr(r, method).remote(*args) for r in ranks], timeout=timeout)[0]
 
     def save_checkpoint(self, directory: str) -> None:
         """Every rank writes its part (a shared file system when ranks span nodes)."""
@@ -292,5 +315,6 @@ class LearnerGroup:
         return version
 
     def node_id(self) -> str:
-        return ray.get(self.ranks[0].node_id.remote())
+        """Rank 0's node: where published weights start from."""
+        return self.nodes[0]
 

@@ -150,8 +150,10 @@ class SandboxConfig:
 
 @dataclass
 class WeightSyncConfig:
-    directory: str = opt("/dev/shm/selfcorrect", "Where the learner publishes weights for same-node workers (RAM-backed).")
-    timeout_s: float = opt(300.0, "A push that has not reached every worker by then fails the run.", min=1.0)
+    transport: Literal["auto", "shm", "object_store"] = opt("auto", "How new weights reach the rollout workers (rl/weight_sync.py). shm: one safetensors file in weight_sync.directory that workers on learner rank 0's node read; object_store: buckets in Ray's object store, pulled by workers on any node; auto: shm when every rollout worker is on learner rank 0's node, else object_store. The run records the choice as weight_transport in metadata.json.")
+    bucket_mb: float = opt(64.0, "object_store: MiB of tensors per object learner rank 0 puts (a larger tensor gets an object of its own). Workers write each bucket to their node while later ones still arrive; Ray moves objects between nodes in chunks.", min=1.0)
+    directory: str = opt("/dev/shm/selfcorrect", "Node-local folder for weight files (RAM-backed): the shm transport publishes there; object_store workers write each version there on their own node while their engine loads it.")
+    timeout_s: float = opt(300.0, "Bound on every wait of a push (learner publishing, each worker receiving and loading, the check of what it holds); past it the run fails naming the learner or the workers (index and node) that did not answer.", min=1.0)
 
 
 @dataclass

@@ -10,6 +10,7 @@ policy's (no update has happened yet), so only later mini-batches need a separat
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from rl.config import AlgoConfig, Config, LearnerConfig
 from rl.episode import Episode
 from rl.logs import redirect_output
 from rl.losses import clipped_value_loss, policy_loss, selected_logits, selected_logprobs_and_entropy
-from rl.weight_sync import checksum_tensors, publish_weights
+from rl.weight_sync import TRANSPORTS, PublishedWeights, checksum_tensors
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -233,7 +234,8 @@ class Learner:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The policy's tensors, each stored once: a tied lm_head shares the embedding's storage
-        (safetensors refuses shared tensors, and vLLM re-ties it on load)."""
+        (safetensors refuses shared tensors, the object store would carry it twice, and vLLM
+        re-ties it on load)."""
         state, seen = {}, set()
         for name, tensor in self.policy.state_dict().items():
             if tensor.data_ptr() not in seen:
@@ -241,23 +243,42 @@ class Learner:
                 state[name] = tensor
         return state
 
-    def publish(self, directory: str) -> tuple[str, str, int]:
-        """Rank 0 writes the current weights for the rollout workers: (path, checksum, version)."""
-        state = self.state_dict()
-        return publish_weights(state, directory, self.version), checksum_tensors(state), self.version
+    @contextlib.contextmanager
+    def _full_parameters(self):
+        """The policy's whole parameters inside the block. Under ZeRO-3 each rank holds only its
+        partition, so gathering them is a collective that every rank enters: the methods below
+        are then called on every rank (rl/cluster.py:LearnerGroup), and only rank 0 answers."""
+        if self.engine.zero_optimization_stage() == 3:
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(list(self.policy.parameters()), modifier_rank=None):
+                yield
+        else:
+            yield
+
+    def publish(self, transport: str, directory: str, bucket_mb: float) -> PublishedWeights | None:
+        """Rank 0 publishes the current weights for the rollout workers through `transport`
+        (rl/weight_sync.py; `directory`: where its files go on this node)."""
+        with self._full_parameters():
+            return TRANSPORTS.get(transport)(directory, bucket_mb).publish(self.state_dict(), self.version) if self.rank == 0 else None
 
     def parameter_names(self) -> list[str]:
-        return list(self.state_dict())
+        with self._full_parameters():
+            return list(self.state_dict())
 
     def checksum(self, names: list[str] | None = None) -> str:
-        state = self.state_dict()
-        return checksum_tensors({k: state[k] for k in names} if names is not None else state)
+        with self._full_parameters():
+            state = self.state_dict()
+            return checksum_tensors({k: state[k] for k in names} if names is not None else state)
 
-    def save(self, directory: str, tokenizer_path: str) -> str:
+    def save(self, directory: str, tokenizer_path: str) -> str | None:
         from transformers import AutoTokenizer
 
-        Path(directory).mkdir(parents=True, exist_ok=True)
-        self.policy.save_pretrained(directory)
+        with self._full_parameters():
+            if self.rank:
+                return None
+            Path(directory).mkdir(parents=True, exist_ok=True)
+            self.policy.save_pretrained(directory)
         AutoTokenizer.from_pretrained(tokenizer_path).save_pretrained(directory)
         return directory
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import ray
 
 from rl.logs import redirect_output
+from rl.weight_sync import TRANSPORTS, PublishedWeights
 
 
 @dataclass(frozen=True)
@@ -88,9 +89,12 @@ class RolloutWorker:
             for out in outputs
         ]
 
-    def load_weights(self, path: str) -> str:
-        """Reload every parameter from a published file; returns the checksum of what was loaded."""
-        (checksum,) = set(self.llm.collective_rpc("reload_weights_from", args=(path,)))
+    def load_weights(self, weights: PublishedWeights, directory: str, timeout_s: float) -> str:
+        """Receive a published version through its transport (staging files under `directory`,
+        on this worker's node) and reload every parameter in place; returns the checksum of what
+        the engine loaded. Each wait is bounded by `timeout_s`."""
+        with TRANSPORTS.get(weights.transport)(directory).receive(weights, timeout_s) as paths:
+            (checksum,) = set(self.llm.collective_rpc("reload_weights_from", timeout=timeout_s, args=(paths,)))
         self.llm.reset_prefix_cache()  # cached KV blocks were computed with the old weights
         return checksum
 

@@ -34,9 +34,10 @@ def verbatim_parameter_names(names) -> list[str]:
 
 
 class WeightSyncExtension:
-    def reload_weights_from(self, path: str) -> str:
-        """Load a published weight file in place; returns the checksum of what was loaded."""
-        weights = read_weights(path)
+    def reload_weights_from(self, paths: list[str]) -> str:
+        """Load received weight files (rl/weight_sync.py) in place; returns the checksum of what
+        was loaded."""
+        weights = read_weights(paths)
         self.model_runner.reload_weights(weights_iterator=iter(weights.items()), is_checkpoint_format=True)
         self._refresh_tied_lm_head()
         return checksum_tensors(weights)

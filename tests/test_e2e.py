@@ -69,6 +69,7 @@ def test_both_steps_logged_to_jsonl_and_wandb(run):
     assert metadata["environment"].endswith("lint_feedback.py:LintedRepair")
     # Model code ran isolated (unisolated levels are refused by default) and the run says how.
     assert metadata["isolation"] in ISOLATED and metadata["sandbox"]["level"] == metadata["isolation"]
+    assert metadata["weight_transport"] == "shm"   # weight_sync.transport=auto, every actor on this one node
 
 
 def test_learner_weights_changed_and_every_worker_holds_them(run):

@@ -115,13 +115,16 @@ def test_no_reference_is_loaded_or_run_when_every_kl_weight_is_zero(tiny_model):
     assert "kl" not in sums and sums["loss_count"] == 1 and torch.isfinite(torch.tensor(sums["loss"]))
 
 
-def test_two_gloo_ranks_make_the_update_of_one(tiny_model):
+@pytest.mark.parametrize("zero_stage", [0, 3])
+def test_two_gloo_ranks_make_the_update_of_one(tiny_model, zero_stage, tmp_path):
     """The same batch, with filtered episodes falling unevenly between the ranks' shards: the
     weights after the step agree with one rank's to float tolerance (gradients averaged over
-    ranks, each normalised by the global counts)."""
+    ranks, each normalised by the global counts). With ZeRO-3 (parameters partitioned over the
+    ranks) the published weights are the whole model, gathered by every rank."""
     import ray
 
     from rl.cluster import LearnerGroup, Placement
+    from rl.weight_sync import read_weights
 
     batch = _credited(random.Random(5), 8, trained=[True, True, True, False, True, True, True, False])
     ray.init(address="local", num_cpus=3, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
@@ -130,13 +133,20 @@ def test_two_gloo_ranks_make_the_update_of_one(tiny_model):
         for ranks in (1, 2):
             cfg = _config(f"learner.num_ranks={ranks}", "learner.torch_threads=1", "algo.micro_batch_size=1",
                           "rollout.num_cpus_per_worker=0",   # the placement's rollout bundles: no CPU of the 3
-                          "algo.loss_aggregation=seq_mean_token_mean", "algo.grad_clip=null")
+                          "algo.loss_aggregation=seq_mean_token_mean", "algo.grad_clip=null",
+                          f"learner.zero_stage={zero_stage if ranks == 2 else 0}")
             placement = Placement(cfg, learner=True)
             group = LearnerGroup(cfg, tiny_model, estimator(cfg.algo.advantage), placement)
-            before = ray.get(group.ranks[0].state_dict.remote())
+
+            def weights():
+                published = group.publish("shm", str(tmp_path / f"{ranks}"))
+                assert published.checksum == group.checksum()
+                return read_weights([published.location])
+
+            before = weights()
             metrics = group.train_step(batch)
             metrics_by[ranks] = metrics
-            after[ranks] = ray.get(group.ranks[0].state_dict.remote())
+            after[ranks] = weights()
             assert metrics["tokens"] == sum(sum(e.layout.loss_mask) for e in batch if e.credit.trained)
             placement.close()   # its actors go with it
         moved = max(float((after[1][n] - before[n]).abs().max()) for n in before)

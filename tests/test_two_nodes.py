@@ -30,7 +30,9 @@ def free_port() -> int:
 def two_nodes():
     temp = Path("/tmp") / f"ray-2n-{os.getpid()}"   # Ray's socket paths must stay short
     port = free_port()
-    env = {**os.environ, "RAY_ADDRESS": "", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    # `ray start --head` turns on Ray's token authentication; the other node and the driver join
+    # with it (the token is this machine's ~/.ray/auth_token, so nothing needs copying here).
+    env = {**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     common = ["--node-ip-address=127.0.0.1", "--disable-usage-stats"]
     try:
         subprocess.run([RAY, "start", "--head", f"--port={port}", "--num-cpus=1", '--resources={"learner_node": 1}',

@@ -60,8 +60,8 @@ def main() -> None:
     trained = [e for e in episodes if e.credit.trained]
     modes = {
         "skip": shards(episodes, 1, 1, cfg.algo.micro_batch_size, True, False)[0],
-        "masked": [MiniBatchPart(episodes, len(episodes) // cfg.algo.micro_batch_size, float(len(trained)),
-                                 float(sum(sum(e.layout.loss_mask) for e in trained)), 0.0)],
+        "masked": [MiniBatchPart([episodes[i:i + cfg.algo.micro_batch_size] for i in range(0, len(episodes), cfg.algo.micro_batch_size)],
+                                 float(len(trained)), float(sum(sum(e.layout.loss_mask) for e in trained)), 0.0)],
     }
     learner.train_step(modes["skip"])   # warm-up
     seconds: dict[str, list[float]] = {m: [] for m in modes}

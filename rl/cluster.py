@@ -14,7 +14,7 @@ from rl.advantages import Estimator
 from rl.config import Config, ConfigError
 from rl.episode import Episode
 from rl.learner import LearnerActor, learner_options, shards
-from rl.rollout import RolloutActor, Sample, SamplingSpec
+from rl.rollout import ROLLOUT_BACKENDS, Sample, SamplingSpec
 from rl.weight_sync import PublishedWeights
 
 
@@ -153,7 +153,7 @@ class RolloutGroup:
 
     def _start(self, i: int):
         r = self.cfg.rollout
-        return RolloutActor.options(**self.placement.rollout(i)).remote(
+        return ROLLOUT_BACKENDS[r.backend].options(**self.placement.rollout(i)).remote(
             self.model_path, self.cfg.model.dtype, self.cfg.model.max_model_len, self.cfg.run.seed + i, r.kv_cache_gib,
             r.gpu_memory_utilization, None if r.num_gpus_per_worker else (i, r.num_workers),
             self.log_dir and f"{self.log_dir}/rollout-{i}.log")
@@ -244,7 +244,9 @@ class LearnerGroup:
     def __init__(self, cfg: Config, model_path: str, estimator: Estimator, placement: Placement, log_dir: str | None = None):
         l = cfg.learner
         options = learner_options(cfg, estimator)
-        self.mini_batches, self.micro_batch_size, self.zero_stage = cfg.algo.mini_batches, cfg.algo.micro_batch_size, l.zero_stage
+        a = cfg.algo
+        self.mini_batches, self.micro_batch_size, self.micro_batch_tokens = a.mini_batches, a.micro_batch_size, a.micro_batch_tokens
+        self.zero_stage = l.zero_stage
         self.reference, self.critic = options["reference"], options["critic"]
         address, port = placement.address(0)
         self.ranks = [
@@ -259,7 +261,8 @@ class LearnerGroup:
     def train_step(self, batch: list[Episode]) -> dict[str, float]:
         """Each rank trains on its own shard (rl/learner.py:shards: only the episodes that can
         move the loss); returns the statistics over all ranks."""
-        parts = shards(batch, self.mini_batches, len(self.ranks), self.micro_batch_size, self.reference, self.critic)
+        parts = shards(batch, self.mini_batches, len(self.ranks), self.micro_batch_size, self.reference, self.critic,
+                       self.micro_batch_tokens)
         results = ray.get([r.train_step.remote(part) for r, part in zip(self.ranks, parts)])
         totals: dict[str, float] = {}
         for result in results:
@@ -269,8 +272,11 @@ class LearnerGroup:
         metrics["tokens"] = float(sum(sum(e.layout.loss_mask) for e in batch if e.credit.trained))
         metrics["tokens_computed"] = totals["tokens_computed"]   # in the forward passes: left-out episodes cost nothing
         metrics["episodes_left_out"] = float(len(batch) - sum(len(p.episodes) for part in parts for p in part))
+        metrics["padding_fraction"] = 1.0 - totals["tokens_computed"] / max(totals["tokens_padded"], 1.0)
+        metrics["peak_rss_gb"] = max(r["peak_rss_gb"] for r in results)   # the largest rank's resident peak so far
         metrics["grad_norm"] = results[0]["grad_norm"]
         metrics["seconds"] = max(r["seconds"] for r in results)
+        metrics["tokens_per_s"] = totals["tokens_computed"] / max(metrics["seconds"], 1e-9)
         return metrics
 
     def passes(self, batch: list[Episode], reference: bool, values: bool) -> dict[str, list[list[float]]]:

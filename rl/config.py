@@ -73,7 +73,8 @@ class EpisodeConfig:
 
 @dataclass
 class RolloutConfig:
-    num_workers: int = opt(1, "vLLM rollout workers (Ray actors).", min=1)
+    backend: Literal["vllm", "hf"] = opt("vllm", "What generates: vllm (the CPU or GPU build), or hf (transformers' generate: where vLLM cannot be installed, and as a baseline).")
+    num_workers: int = opt(1, "Rollout workers (Ray actors).", min=1)
     num_cpus_per_worker: float = opt(1.0, "Ray CPUs reserved per rollout worker.", min=0.0)
     num_gpus_per_worker: float = opt(0.0, "Ray GPUs reserved per rollout worker.", min=0.0)
     tasks_per_step: int = opt(4, "Tasks sampled per learner step.", min=1)
@@ -123,7 +124,8 @@ class AlgoConfig:
     lr: float = opt(1e-6, "Learning rate (AdamW).", min=0.0)
     weight_decay: float = opt(0.0, "AdamW weight decay.", min=0.0)
     grad_clip: float | None = opt(1.0, "Gradient-norm clip (null: none).", min=0.0)
-    micro_batch_size: int = opt(4, "Trajectories per forward/backward pass.", min=1)
+    micro_batch_size: int = opt(4, "Most trajectories per forward/backward pass (trajectories are sorted by length first, so each pass pads little).", min=1)
+    micro_batch_tokens: int | None = opt(None, "Most padded tokens per forward/backward pass, as well (null: no token budget; a trajectory longer than it gets a pass of its own).", min=1)
     mini_batches: int = opt(1, "Optimizer steps per rollout batch (the batch is split into this many).", min=1)
 
 

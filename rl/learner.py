@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,7 +84,7 @@ class Learner:
         """One optimizer step per mini-batch; shard[i] is this rank's part of mini-batch i (see
         `shards`). Returns sums and counts of the statistics (the group divides them)."""
         start = time.monotonic()
-        micro_batches = [_split(part.episodes, part.micro_batches) for part in shard]
+        micro_batches = [part.micro_batches for part in shard]
         # Logprobs before any update, for every mini-batch after the first.
         old = [[self._logprobs(self.policy, mb) if i and mb else None for mb in mbs] for i, mbs in enumerate(micro_batches)]
         refs = [[self._logprobs(self.reference, mb) if _has_kl(mb) else None for mb in mbs] for mbs in micro_batches]
@@ -120,7 +121,9 @@ class Learner:
             norms = [float(self.engine.get_global_grad_norm() or 0.0)]
         sums["grad_norm"] = sum(norms) / len(norms)
         sums["tokens_computed"] = float(sum(len(e.layout.token_ids) for part in shard for e in part.episodes))
+        sums["tokens_padded"] = float(sum(len(mb) * max(len(e.layout.token_ids) for e in mb) for mbs in micro_batches for mb in mbs if mb))
         sums["seconds"] = time.monotonic() - start
+        sums["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20   # Linux reports KiB
         return sums
 
     def _micro_batch_loss(self, mb: list[Episode], old_logp, ref_logp, sequences: float, tokens: float,
@@ -140,7 +143,7 @@ class Learner:
         if self.critic:
             value_loss = clipped_value_loss(values, t["v_old"], t["v_target"], t["v_mask"], a.value_clip)
             loss = loss + a.value_coef * value_loss / value_points
-            add("value_loss", value_loss.detach() / t["v_mask"].sum().clamp(min=1), 1)
+            add("value_loss", value_loss.detach(), t["v_mask"].sum())   # per critic target, over the mini-batch
         n_tok = float(t["mask"].sum())
         add("entropy", (entropy * t["mask"]).sum(), n_tok)
         if first:  # the policy still has the rollout weights: measures vLLM/learner agreement
@@ -307,37 +310,44 @@ class Learner:
 
 @dataclass(frozen=True)
 class MiniBatchPart:
-    """One rank's part of one mini-batch. Only episodes whose loss terms can be non-zero are in
-    it (`contributes`): the others' gradient is exactly 0, so they are left out before the
-    forward pass. The normalisers are the whole mini-batch's (all its trained episodes), the same
-    on every rank, so leaving episodes out changes the loss and its gradient by float rounding only."""
+    """One rank's part of one mini-batch, laid out in passes. Only episodes whose loss terms can
+    be non-zero are in it (`contributes`): the others' gradient is exactly 0, so they are left
+    out before the forward pass. The normalisers are the whole mini-batch's (all its trained
+    episodes), the same on every rank, so neither leaving episodes out nor how the rest are
+    grouped into passes changes the loss or its gradient, but for float rounding."""
 
-    episodes: list[Episode]
-    micro_batches: int     # passes every rank makes on this mini-batch
+    micro_batches: list[list[Episode]]   # the passes, as many on every rank (an empty one: a zero-gradient pass)
     sequences: float       # the mini-batch's trained episodes,
     tokens: float          # their policy tokens,
     value_points: float    # and the critic's targets in them
     left_out: int = 0      # this rank's share of the episodes left out
 
+    @property
+    def episodes(self) -> list[Episode]:
+        return [e for mb in self.micro_batches for e in mb]
+
 
 def shards(batch: Sequence[Episode], mini_batches: int, world_size: int, micro_batch_size: int,
-           reference: bool, critic: bool) -> list[list[MiniBatchPart]]:
+           reference: bool, critic: bool, micro_batch_tokens: int | None = None) -> list[list[MiniBatchPart]]:
     """shards[r][i]: rank r's part of mini-batch i. Mini-batches are contiguous slices of the
-    batch; the episodes of each that can move the loss are dealt round-robin over the ranks, and
-    every rank makes the passes the fullest one needs (at least one, so that the optimizer steps
-    even when nothing is left, as it would on masked episodes)."""
+    batch. The episodes of each that can move the loss are sorted by length and dealt
+    round-robin over the ranks, so that every rank gets as many tokens and each pass pads little;
+    a rank's passes take up to `micro_batch_size` episodes and, with `micro_batch_tokens`, no
+    more than that many padded tokens (at least one episode). Every rank makes as many passes as
+    the one that needs most (at least one, so that the optimizer steps even when nothing is
+    left, as it would on masked episodes)."""
     size = len(batch) // mini_batches
     parts: list[list[MiniBatchPart]] = [[] for _ in range(world_size)]
     for i in range(mini_batches):
         mini = batch[i * size:(i + 1) * size]
         trained = [e for e in mini if e.credit.trained]
-        kept = [e for e in mini if contributes(e, reference, critic)]
+        kept = sorted((e for e in mini if contributes(e, reference, critic)), key=lambda e: -len(e.layout.token_ids))
         left = len(mini) - len(kept)
-        dealt = [kept[r::world_size] for r in range(world_size)]
-        passes = max(1, -(-max(len(d) for d in dealt) // micro_batch_size))
-        for r in range(world_size):
+        layouts = [_passes(kept[r::world_size], micro_batch_size, micro_batch_tokens) for r in range(world_size)]
+        passes = max(1, max(len(layout) for layout in layouts))
+        for r, layout in enumerate(layouts):
             parts[r].append(MiniBatchPart(
-                dealt[r], passes, float(len(trained)), float(sum(sum(e.layout.loss_mask) for e in trained)),
+                layout + [[]] * (passes - len(layout)), float(len(trained)), float(sum(sum(e.layout.loss_mask) for e in trained)),
                 float(sum(len(e.credit.value_positions) for e in trained)), left // world_size + (r < left % world_size)))
     return parts
 
@@ -355,10 +365,17 @@ def contributes(episode: Episode, reference: bool, critic: bool) -> bool:
     return reference and any(m and c for m, c in zip(mask, episode.token_kl_coefs()))
 
 
-def _split(episodes: list[Episode], parts: int) -> list[list[Episode]]:
-    """`parts` contiguous, near-equal micro-batches (empty ones where there are fewer episodes)."""
-    bounds = [len(episodes) * i // parts for i in range(parts + 1)]
-    return [episodes[a:b] for a, b in zip(bounds, bounds[1:])]
+def _passes(episodes: list[Episode], size: int, tokens: int | None) -> list[list[Episode]]:
+    """Episodes (longest first) grouped into passes of at most `size`, and of at most `tokens`
+    padded tokens (each pass pads to its first, longest, episode)."""
+    passes: list[list[Episode]] = []
+    for e in episodes:
+        current = passes[-1] if passes else None
+        if current is None or len(current) == size or (tokens and (len(current) + 1) * len(current[0].layout.token_ids) > tokens):
+            passes.append([e])
+        else:
+            current.append(e)
+    return passes
 
 
 def learner_options(cfg: Config, estimator: Estimator) -> dict:

@@ -1,5 +1,7 @@
-"""Rollout workers: a vLLM engine that samples token ids with their logprobs and takes new weights
-in place. `RolloutWorker` is a plain class (testable without Ray); `RolloutActor` is its Ray shell."""
+"""Rollout workers: an engine that samples token ids with their logprobs and takes new weights in
+place. `RolloutWorker` (vLLM) and `HFRolloutWorker` (transformers' generate) are plain classes
+with one interface (testable without Ray); `ROLLOUT_BACKENDS` holds their Ray shells, by
+`rollout.backend`."""
 from __future__ import annotations
 
 import os
@@ -8,7 +10,7 @@ from dataclasses import dataclass
 import ray
 
 from rl.logs import redirect_output
-from rl.weight_sync import TRANSPORTS, PublishedWeights
+from rl.weight_sync import TRANSPORTS, PublishedWeights, checksum_tensors, read_weights
 
 
 @dataclass(frozen=True)
@@ -106,4 +108,74 @@ class RolloutWorker:
         return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
 
 
+class HFRolloutWorker:
+    """The Hugging Face backend (`rollout.backend=hf`): transformers' `generate` on the policy,
+    behind RolloutWorker's interface, for machines where vLLM cannot be installed and as a
+    baseline. Prompts are left-padded into one batch; a batch's samples follow its seed (not each
+    prompt's, as with vLLM: a prompt's samples depend on the batch it is in). Logprobs are of the
+    processed distribution (after temperature and top-p), as vLLM's processed_logprobs."""
+
+    def __init__(self, model_path: str, dtype: str, max_model_len: int, seed: int,
+                 kv_cache_gib: float = 1.0, gpu_memory_utilization: float = 0.4, cpu_slot: tuple[int, int] | None = None,
+                 log_file: str | None = None):
+        """The same arguments as RolloutWorker (the KV-cache and GPU-memory settings are vLLM's
+        and unused here)."""
+        redirect_output(log_file)
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if cpu_slot is not None:   # its own share of the node's CPUs, as a vLLM worker's
+            cpus = cpu_share(*cpu_slot, os.cpu_count() or 1).split("-")
+            torch.set_num_threads(int(cpus[-1]) - int(cpus[0]) + 1)
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"   # Ray hides GPUs from a worker without one
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).to(self.device).eval()
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.eos = tokenizer.eos_token_id
+        self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos
+        self.seed = seed
+
+    def generate(self, prompts: list[list[int]], spec: SamplingSpec, first: int = 0) -> list[list[Sample]]:
+        import torch
+        from transformers import GenerationConfig
+
+        torch.manual_seed(derive_seed(spec.seed, first) if spec.seed is not None else self.seed)
+        width = max(len(p) for p in prompts)
+        ids = torch.tensor([[self.pad] * (width - len(p)) + p for p in prompts], device=self.device)
+        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+        sampled = spec.temperature > 0
+        config = GenerationConfig(   # every setting explicit: none of the model's own defaults (its top_k) apply
+            do_sample=sampled, temperature=spec.temperature if sampled else None, top_p=spec.top_p if sampled else None,
+            top_k=0 if sampled else None, max_new_tokens=spec.max_new_tokens, num_return_sequences=spec.n,
+            output_scores=True, return_dict_in_generate=True, pad_token_id=self.pad, eos_token_id=self.eos)
+        with torch.no_grad():
+            out = self.model.generate(input_ids=ids, attention_mask=attention, generation_config=config)
+        tokens = out.sequences[:, width:]
+        logprobs = torch.stack(out.scores, 1).float().log_softmax(-1).gather(-1, tokens[..., None]).squeeze(-1)
+        samples = []
+        for row, row_logprobs in zip(tokens.tolist(), logprobs.tolist()):
+            end = row.index(self.eos) + 1 if self.eos in row else len(row)
+            samples.append(Sample(row[:end], row_logprobs[:end], "stop" if self.eos in row else "length"))
+        return [samples[i * spec.n:(i + 1) * spec.n] for i in range(len(prompts))]
+
+    def load_weights(self, weights: PublishedWeights, directory: str, timeout_s: float) -> str:
+        """Receive a published version through its transport and load it into the model; returns
+        the checksum of what was loaded."""
+        with TRANSPORTS.get(weights.transport)(directory).receive(weights, timeout_s) as paths:
+            state = read_weights(paths)
+        missing, unexpected = self.model.load_state_dict(state, strict=False)
+        tied = {"lm_head.weight"} if self.model.config.tie_word_embeddings else set()
+        if unexpected or set(missing) - tied:
+            raise ValueError(f"weights v{weights.version} do not fit the model: missing {sorted(set(missing) - tied)[:5]}, "
+                             f"unexpected {sorted(unexpected)[:5]}")
+        return checksum_tensors(state)
+
+    def held_weights_checksum(self, names: list[str]) -> str:
+        params = self.model.state_dict()
+        return checksum_tensors({name: params[name] for name in names})
+
+    def node_id(self) -> str:
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+
+
 RolloutActor = ray.remote(RolloutWorker)
+ROLLOUT_BACKENDS = {"vllm": RolloutActor, "hf": ray.remote(HFRolloutWorker)}   # rollout.backend

@@ -121,7 +121,10 @@ def test_two_steps_match_the_values_pinned_before_the_refactor(name, tiny_model,
             assert list(e.credit.advantages) == pytest.approx(adv, abs=1e-5)
             assert sum(e.token_advantages()) == pytest.approx(token_sum, abs=1e-4)
             assert list(e.credit.kl_coefs) == coefs and e.credit.trained == trained
-        for key in ("loss", "pg_loss", "value_loss", "grad_norm", "tokens"):
+        # value_loss is not compared: its statistic is now the mean over every critic target of the
+        # mini-batch, no longer the average of per-micro-batch means (which depended on how the
+        # episodes were grouped into passes); the loss, which contains it, still is.
+        for key in ("loss", "pg_loss", "grad_norm", "tokens"):
             value = metrics.get(key, sums.get(key))
             if pinned[key] is None:
                 assert value is None, key

@@ -13,7 +13,7 @@ node ("near") and one on the other node ("far"). Runners:
                      the publisher's process: one memcpy of the bytes, nothing else (the baseline)
   plain clone        Tensor.clone of every tensor: the copy into fresh memory (page faults),
                      as every receiver's destination is
-  checksum           checksum_tensors of the state dict (one blake2b pass; every push has two:
+  checksum           checksum_tensors of the state dict (one SHA-256 pass; every push has two:
                      the learner's and the engine's)
   object_store/far bytes  the transport alone: send (buckets into the object store) and the
                      receive of the far node (pull, write to /dev/shm), no checksum, no engine

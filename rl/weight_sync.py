@@ -36,14 +36,15 @@ from rl.config import ConfigError
 
 
 def checksum_tensors(tensors: dict[str, torch.Tensor]) -> str:
-    """Order-independent content hash: names, shapes, dtypes and exact bytes."""
-    digest = hashlib.blake2b(digest_size=16)
+    """Order-independent content hash: names, shapes, dtypes and exact bytes. SHA-256, whose
+    hardware instructions (SHA-NI) make it 2x blake2b's speed on these CPUs (docs/benchmarks.md)."""
+    digest = hashlib.sha256()
     for name in sorted(tensors):
         t = tensors[name].detach().to("cpu").contiguous()
         digest.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
         if t.numel():
             digest.update(t.view(-1).view(torch.uint8).numpy())   # hashed in place, not copied to bytes first
-    return digest.hexdigest()
+    return digest.hexdigest()[:32]
 
 
 def read_weights(paths: list[str]) -> dict[str, torch.Tensor]:

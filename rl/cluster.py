@@ -269,7 +269,7 @@ class LearnerGroup:
             for k, v in result.items():
                 totals[k] = totals.get(k, 0.0) + v
         metrics = {k: v / totals[k + "_count"] for k, v in totals.items() if k + "_count" in totals and totals[k + "_count"]}
-        metrics["tokens"] = float(sum(sum(e.layout.loss_mask) for e in batch if e.credit.trained))
+        metrics["tokens"] = sum(part.tokens for part in parts[0])   # every rank's parts carry the mini-batches' counts
         metrics["tokens_computed"] = totals["tokens_computed"]   # in the forward passes: left-out episodes cost nothing
         metrics["episodes_left_out"] = float(len(batch) - sum(len(p.episodes) for part in parts for p in part))
         metrics["padding_fraction"] = 1.0 - totals["tokens_computed"] / max(totals["tokens_padded"], 1.0)

@@ -2,9 +2,9 @@
 non-zero), and one PPO/GRPO step per rollout batch. `Learner` is one rank as a plain class;
 `LearnerActor` is its Ray shell; `rl/cluster.py:LearnerGroup` hands each rank its own shard.
 
-A step is explicit gradient accumulation: for each mini-batch, every micro-batch's loss is its
-share of the mini-batch's aggregate over all ranks (normalised by the global counts, all-reduced
-once per mini-batch), its gradients are added up, and the optimizer steps once. Old logprobs are
+A step is explicit gradient accumulation: for each mini-batch, every pass's loss is its share of
+the mini-batch's aggregate over all ranks (normalised by the whole mini-batch's counts, which the
+group computes once in `shards`), its gradients are added up, and the optimizer steps once. Old logprobs are
 recomputed from the rollout's exact token ids: for the first mini-batch they equal the current
 policy's (no update has happened yet), so only later mini-batches need a separate no-grad pass.
 """

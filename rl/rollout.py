@@ -153,8 +153,9 @@ class HFRolloutWorker:
         logprobs = torch.stack(out.scores, 1).float().log_softmax(-1).gather(-1, tokens[..., None]).squeeze(-1)
         samples = []
         for row, row_logprobs in zip(tokens.tolist(), logprobs.tolist()):
-            end = row.index(self.eos) + 1 if self.eos in row else len(row)
-            samples.append(Sample(row[:end], row_logprobs[:end], "stop" if self.eos in row else "length"))
+            stopped = self.eos in row
+            end = row.index(self.eos) + 1 if stopped else len(row)
+            samples.append(Sample(row[:end], row_logprobs[:end], "stop" if stopped else "length"))
         return [samples[i * spec.n:(i + 1) * spec.n] for i in range(len(prompts))]
 
     def load_weights(self, weights: PublishedWeights, directory: str, timeout_s: float) -> str:

@@ -18,6 +18,7 @@ and bytes through it took 2.1-2.6x as long as a file in /dev/shm (docs/benchmark
 """
 from __future__ import annotations
 
+import abc
 import contextlib
 import hashlib
 import os
@@ -70,7 +71,7 @@ class PublishedWeights:
     location: str | tuple[Bucket, ...]
 
 
-class Transport:
+class Transport(abc.ABC):
     """Both sides of one way of moving weights. `directory` is the node-local folder for weight
     files (weight_sync.directory/<run>), on the learner's node and on each worker's; bucket_mb
     (weight_sync.bucket_mb) is how much object_store puts in one object."""
@@ -83,13 +84,13 @@ class Transport:
         """Learner rank 0's side: the bytes sent, with the checksum receivers must match."""
         return PublishedWeights(self.name, version, checksum_tensors(state), self.send(state, version))
 
+    @abc.abstractmethod
     def send(self, state: dict[str, torch.Tensor], version: int) -> str | tuple[Bucket, ...]:
         """Puts the bytes where the receivers will find them; returns that location."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def receive(self, weights: PublishedWeights, timeout_s: float) -> contextlib.AbstractContextManager[list[str]]:
         """The safetensors files on this node that hold `weights`, while the context lasts."""
-        raise NotImplementedError
 
 
 class ShmTransport(Transport):

@@ -3,33 +3,22 @@ submitted as the README shows it, the job's driver joining that cluster (RAY_ADD
 job), its actors placed there, and the run directory where run.output_dir said."""
 import json
 import os
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO
+from tests.ray_cli import RAY, cli_env, free_port
 
 pytestmark = pytest.mark.e2e
-
-RAY = str(Path(sys.executable).parent / "ray")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture
 def cluster(tmp_path):
     """A one-node cluster of its own (own ports, own temp dir), stopped afterwards."""
     temp = Path("/tmp") / f"ray-job-{os.getpid()}"   # Ray's socket paths must stay short
     port, dashboard = free_port(), free_port()
-    # As from an activated virtual environment: the job's `python` is the one with the project.
-    env = {**os.environ, "RAY_ADDRESS": "", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env = cli_env()   # the job's `python` is the one with the project
     subprocess.run([RAY, "start", "--head", "--node-ip-address", "127.0.0.1", f"--port={port}", "--num-cpus=4",
                     "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--temp-dir={temp}",
                     "--include-dashboard=true", "--disable-usage-stats"], check=True, env=env, capture_output=True)

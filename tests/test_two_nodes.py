@@ -6,7 +6,6 @@ weights crossed nodes through the cross-node transport; the sandbox pool has an 
 node. The cluster is stopped afterwards."""
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,17 +13,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
+from tests.ray_cli import RAY, cli_env, free_port
 
 pytestmark = pytest.mark.e2e
-
-RAY = str(Path(sys.executable).parent / "ray")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture
 def two_nodes():
@@ -32,7 +23,7 @@ def two_nodes():
     port = free_port()
     # `ray start --head` turns on Ray's token authentication; the other node and the driver join
     # with it (the token is this machine's ~/.ray/auth_token, so nothing needs copying here).
-    env = {**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env = cli_env(RAY_AUTH_MODE="token")
     common = ["--node-ip-address=127.0.0.1", "--disable-usage-stats"]
     try:
         subprocess.run([RAY, "start", "--head", f"--port={port}", "--num-cpus=1", '--resources={"learner_node": 1}',

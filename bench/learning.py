@@ -1,27 +1,28 @@
-"""The learning experiment: train the default model with recipe presets on a fixed task set for a
-fixed budget, evaluate on held-out tasks before and after, and plot the reward curves.
+"""The learning experiment: does training make the model better at fixing its own programs on
+tasks it never trained on? Each recipe trains the default model on the training split of
+starter+humaneval for the same budget; then the trained model and the base model are evaluated
+the same way on the held-out repair benchmark (fix and keep rates, execution feedback and the
+generic note) and on held-out HumanEval (Acc@t1, Acc@t2, Δi→c, Δc→i), and every trained model is
+compared with the base, paired by task, with 95 % intervals and McNemar p-values
+(`selfcorrect compare`).
 
-    python bench/learning.py [--presets cocos score] [--steps 12] [--out docs/results] [key=value ...]
-    python bench/learning.py --report RUN_DIR [RUN_DIR ...]    # rebuild the outputs from finished runs
+    python bench/learning.py [--recipes repair grpo ...] [--steps 12] [--seed 0] [key=value ...]
+    python bench/learning.py --report                 # rebuild the tables and figure from finished runs
 
-Every preset gets the same tasks, budget, seed and evaluation: BUDGET below, then any extra
-key=value overrides. The same 4 training tasks come back every step (so the curve measures the
-policy, not which tasks a step drew), the 12 held-out ones are evaluated greedily before and after;
-replies of up to 128 tokens, lr 1e-5, SCoRe switching stages half way; everything else is the
-preset's. Writes <out>/learning.json, <out>/learning-rewards.png and prints a Markdown table.
-"Rising beyond noise": a least-squares slope per step more than two standard errors above zero.
-It is judged for each curve: the recipe's reward per episode and per turn (each turn is trained
-on its own reward), and the shares of training episodes whose first and last programs pass every
-test. The pass rates are on one scale across SCoRe's stages; its rewards are not, so they are
-plotted but not fitted over a run that switches stages. The pass rates also show what
-CoCoS's episode reward (which pays a wrong first attempt that gets fixed more than a right one
-kept) does not on its own.
+Recipes (RECIPES below) are a preset plus the changes that make it a recipe; BUDGET applies to
+all of them, then the command line's key=value. The single-turn GRPO control generates as many
+replies per step as a two-turn recipe (8 samples of one turn for 4 samples of two). Every stage is
+kept on disk under --runs and skipped when it is already there, so an interrupted experiment
+continues where it stopped, and the base model is evaluated once for all recipes.
+Writes <out>/learning.json, <out>/learning-curves.png and prints the Markdown tables.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,143 +30,201 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from launch.train import train  # noqa: E402
-from rl.config import load_config  # noqa: E402
+from launch.compare import compare_evaluations, load_evaluation  # noqa: E402
+
+# preset, then what makes the recipe (the preset's own keys otherwise)
+RECIPES = {
+    # the repair curriculum: half the tasks start from a verified-faulty mutant of their reference,
+    # execution feedback, binary reward on each turn, GRPO; every episode gets its revision
+    "repair": ("default", ["episode.environment=repair", "episode.feedback=execution", "episode.seeded_first_turns=0.5"]),
+    "rlef": ("rlef", []),
+    "score": ("score", []),           # the stage switch is put half way through the budget below
+    "cocos": ("cocos", []),
+    "grpo": ("grpo", ["rollout.samples_per_task=8"]),   # the single-turn control, as many replies per step
+}
+# The training split of both task sets (the repair benchmark and held-out HumanEval are built from
+# their held-out splits, the same data.heldout_fraction and data.split_seed); lr 1e-5, the papers'
+# rate (the presets' 2e-6 barely moves a policy in a CPU budget); 192-token replies.
+BUDGET = ["data.dataset=starter+humaneval", "algo.lr=1e-5", "rollout.max_new_tokens=192", "rollout.tasks_per_step=4",
+          "eval.before=false", "eval.after=false", "run.save_final=true", "wandb.mode=offline"]
+# The held-out evaluations, the same for the base model and every trained one.
+EVALS = {
+    "repair_execution": ["--benchmark", "repair_v1", "--turns", "2", "--feedback", "execution", "--max-new-tokens", "192"],
+    "repair_instruction": ["--benchmark", "repair_v1", "--turns", "2", "--feedback", "instruction", "--max-new-tokens", "192"],
+    "humaneval": ["--dataset", "humaneval", "--split", "heldout", "--turns", "2", "--feedback", "instruction",
+                  "--max-new-tokens", "384"],
+}
+BASE_MODEL = "smollm2-135m-instruct"
 
 
-# Sized for the 2-core CPU machine (about 35 minutes per preset, 2026-11-23). lr 1e-5 is the papers' rate.
-BUDGET = ["data.limit=4", "rollout.tasks_per_step=4", "eval.max_tasks=12", "rollout.max_new_tokens=128",
-          "algo.lr=1e-5", "reward.score_switch_step=6"]
+def _run(command: list[str], log: Path) -> None:
+    """A stage as its own process (its own Ray), its output in `log`; a failure stops the bench."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    started = time.monotonic()
+    print(f"[learning] {' '.join(command)}  (log: {log})", flush=True)
+    with open(log, "w") as out:
+        code = subprocess.call(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+    if code != 0:
+        sys.exit(f"[learning] failed with exit status {code}: {' '.join(command)}; see {log}")
+    print(f"[learning]   done in {(time.monotonic() - started) / 60:.1f} min", flush=True)
 
 
-def trend(values: list[float]) -> dict:
-    """Least-squares slope of values against their index, its standard error, and the rise."""
+def evaluate(model: str, folder: Path) -> dict[str, dict]:
+    """Every held-out evaluation of one model, each in folder/<name>/ (kept when already there)."""
+    results = {}
+    for name, flags in EVALS.items():
+        out = folder / name
+        if not (out / "metrics.json").is_file():
+            if out.exists():
+                for f in sorted(out.rglob("*"), reverse=True):
+                    f.unlink() if f.is_file() else f.rmdir()
+            _run([sys.executable, "-m", "launch.eval", "--model", model, *flags, "--out", str(out)], folder / f"{name}.log")
+        results[name] = load_evaluation(out)
+    return results
+
+
+def train_recipe(recipe: str, steps: int, seed: int, runs: Path, overrides: list[str]) -> Path:
+    """The training run of one recipe (its folder; an existing finished one is reused)."""
+    preset, changes = RECIPES[recipe]
+    name = f"{recipe}-seed{seed}"
+    finished = sorted(d for d in runs.glob(f"{name}-*") if (d / "final" / "config.json").is_file())
+    if finished:
+        return finished[-1]
+    schedule = [f"reward.score_switch_step={steps // 2}"] if preset == "score" else []
+    _run([sys.executable, "-m", "launch.train", "--config", str(REPO / "configs" / f"{preset}.yaml"),
+          *BUDGET, *changes, *schedule, f"run.steps={steps}", f"run.seed={seed}", f"run.name={name}",
+          f"run.output_dir={runs}", *overrides], runs / f"{name}.log")
+    return sorted(d for d in runs.glob(f"{name}-*") if (d / "final" / "config.json").is_file())[-1]
+
+
+def curves(run_dir: Path) -> dict:
+    """Per step, from the rollouts: the share of episodes whose last program passes, and the mean
+    episode reward, each with its standard error over the step's episodes."""
+    steps = []
+    for path in sorted((run_dir / "rollouts").glob("step-*.jsonl"), key=lambda p: int(p.stem.split("-")[1])):
+        episodes = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        last = [float(e["turns"][-1]["correct"]) for e in episodes]
+        reward = [sum(e["credit"]["rewards"]) for e in episodes if e["credit"]]
+        steps.append({"last_passes": _mean_se(last), "reward": _mean_se(reward)})
+    return {"steps": steps}
+
+
+def _mean_se(values: list[float]) -> tuple[float, float]:
     n = len(values)
-    if n < 3:
-        return {"slope": float("nan"), "stderr": float("nan"), "rise": float("nan"), "beyond_noise": False}
-    xs = range(n)
-    mx, my = (n - 1) / 2, sum(values) / n
-    sxx = sum((x - mx) ** 2 for x in xs)
-    slope = sum((x - mx) * (y - my) for x, y in zip(xs, values)) / sxx
-    residual = sum((y - (my + slope * (x - mx))) ** 2 for x, y in zip(xs, values))
-    stderr = math.sqrt(residual / (n - 2) / sxx)
-    return {"slope": slope, "stderr": stderr, "rise": slope * (n - 1), "beyond_noise": slope > 2 * stderr}
+    if n == 0:
+        return (float("nan"), float("nan"))
+    mean = sum(values) / n
+    var = sum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else 0.0
+    return (mean, math.sqrt(var / n))
 
 
-def run_preset(preset: str, steps: int, overrides: list[str], output_dir: str) -> dict:
-    cfg = load_config(REPO / "configs" / f"{preset}.yaml",
-                      [f"run.steps={steps}", f"run.name=learning-{preset}", f"run.output_dir={output_dir}",
-                       "run.save_final=false", "wandb.mode=offline", *BUDGET, *overrides])
-    start = time.monotonic()
-    result = train(cfg)
-    return summarize(Path(result["run_dir"]), preset, (time.monotonic() - start) / 60)
+def summarize(label: str, evaluations: dict[str, dict], base: dict[str, dict] | None) -> dict:
+    """One row of the results: each evaluation's headline rates, and the paired change from the base."""
+    row = {"label": label, "metrics": {name: ev["metrics"] for name, ev in evaluations.items()},
+           "minutes": {name: ev["timing"]["wall_s"] / 60 for name, ev in evaluations.items()}}
+    if base is not None:
+        row["change"] = {name: compare_evaluations(base[name], ev) for name, ev in evaluations.items()}
+    return row
 
 
-def curve_names(max_turns: int) -> list[tuple[str, str]]:
-    """(metrics key, label) of every curve the bench plots and fits: the recipe's reward per
-    episode and per turn (each turn is trained on its own), and the pass rates."""
-    rewards = [("reward/mean", "episode reward")] + [(f"reward/turn{t}", f"turn-{t} reward") for t in range(1, max_turns + 1)]
-    passes = [("train/acc_t1", "first program passes")] + ([(f"train/acc_t{max_turns}", "last program passes")] if max_turns > 1 else [])
-    return rewards + passes
+def _rate(m: dict, key: str) -> str:
+    return f"{100 * m[key]:.1f} [{100 * m[key + '_low']:.1f}, {100 * m[key + '_high']:.1f}]" if key in m else "–"
 
 
-def summarize(run_dir: Path, preset: str, minutes: float) -> dict:
-    """Curves, trends and the before/after evaluation of one finished run."""
-    cfg = load_config(run_dir / "config.yaml")
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    steps = [r for r in rows if "reward/mean" in r]
-    curves = {label: [r[key] for r in steps] for key, label in curve_names(cfg.episode.max_turns)}
-    # SCoRe's rewards change definition at its stage switch: a line fitted across it measures
-    # the switch, not learning. Only the pass rates are fitted over such a run.
-    stages = [r.get("reward/score_stage", 0) for r in steps]
-    switch = next((i + 1 for i in range(1, len(stages)) if stages[i] != stages[i - 1]), None)
-    trends = {label: None if switch and "reward" in label else trend(values) for label, values in curves.items()}
-    evaluation = json.loads((run_dir / "eval.json").read_text())
-    if cfg.reward.name == "score" and cfg.reward.score_switch_step is not None and cfg.reward.score_switch_step >= cfg.run.steps:
-        preset += " (stage I only)"
-    return {"preset": preset, "run_dir": str(run_dir), "config": (run_dir / "config.yaml").read_text(), "minutes": minutes, "curves": curves,
-            "trends": trends, "stage_switch_step": switch,
-            "before": evaluation.get("before"), "after": evaluation.get("after"), "max_turns": cfg.episode.max_turns}
+def _change(c: dict | None) -> str:
+    if c is None:
+        return "–"
+    text = f"{100 * c['difference']:+.1f} [{100 * c['low']:+.1f}, {100 * c['high']:+.1f}]"
+    return text + (f" p={c['p_value']:.2g}" if c["p_value"] < 0.05 else "")
 
 
-def from_run_dir(run_dir: Path) -> dict:
-    """--report: a finished run, timed from its config (written first) to its eval.json (last)."""
-    minutes = ((run_dir / "eval.json").stat().st_mtime - (run_dir / "config.yaml").stat().st_mtime) / 60
-    return summarize(run_dir, run_dir.name.split("-")[1], minutes)
+def tables(rows: list[dict]) -> str:
+    """The held-out results of every model, then each trained model's paired change from the base."""
+    lines = ["| model | fix, execution | keep, execution | fix, note | keep, note | HumanEval Acc@t1 | Acc@t2 | Δi→c | Δc→i |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        m = r["metrics"]
+        ex, note, he = m["repair_execution"], m["repair_instruction"], m["humaneval"]
+        lines.append(f"| {r['label']} | {_rate(ex, 'fix_rate')} | {_rate(ex, 'keep_rate')} | {_rate(note, 'fix_rate')} | "
+                     f"{_rate(note, 'keep_rate')} | {_rate(he, 'acc_t1')} | {_rate(he, 'acc_t2')} | "
+                     f"{_rate(he, 'delta_i2c')} | {_rate(he, 'delta_c2i')} |")
+    lines += ["", "Paired change from the base model (points, 95 % task-bootstrap interval; McNemar p where < 0.05):", "",
+              "| model | fix, execution | keep, execution | fix, note | keep, note | HumanEval Acc@t1 | Acc@t2 |",
+              "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "change" in r:
+            c = r["change"]
+            lines.append(f"| {r['label']} | {_change(c['repair_execution'].get('fix_rate'))} | "
+                         f"{_change(c['repair_execution'].get('keep_rate'))} | {_change(c['repair_instruction'].get('fix_rate'))} | "
+                         f"{_change(c['repair_instruction'].get('keep_rate'))} | {_change(c['humaneval'].get('acc_t1'))} | "
+                         f"{_change(c['humaneval'].get('acc_t2'))} |")
+    return "\n".join(lines)
 
 
-def plot(results: list[dict], path: Path) -> None:
+def plot(trained: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, len(results), figsize=(5.5 * len(results), 7), squeeze=False)
-    for col, r in enumerate(results):
-        for label, values in r["curves"].items():
-            ax = axes[0 if "reward" in label else 1][col]
-            t = r["trends"][label]
-            steps = list(range(1, len(values) + 1))
-            line, = ax.plot(steps, values, "o-", markersize=3, label=label)
-            if t is not None:
-                mid, mean = (len(steps) + 1) / 2, sum(values) / len(values)
-                ax.plot(steps, [mean + t["slope"] * (s - mid) for s in steps], "--", color=line.get_color(),
-                        label=f"fit {t['slope']:+.3f}/step ± {t['stderr']:.3f}")
-        if r["stage_switch_step"]:
-            for ax in axes[:, col]:
-                ax.axvline(r["stage_switch_step"] - 0.5, color="grey", linestyle=":", label="stage I → II")
-        for row, ylabel in enumerate(("training reward", "share of training episodes")):
-            axes[row][col].set_xlabel("learner step")
-            axes[row][col].set_ylabel(ylabel)
-            axes[row][col].legend(fontsize=7)
-        axes[0][col].set_title(f"{r['preset']} ({r['minutes']:.0f} min)")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for r in trained:
+        for ax, key in zip(axes, ("last_passes", "reward")):
+            points = r["curves"]["steps"]
+            xs = range(1, len(points) + 1)
+            mean = [p[key][0] for p in points]
+            se = [p[key][1] for p in points]
+            line, = ax.plot(xs, mean, "o-", markersize=3, label=r["label"])
+            ax.fill_between(xs, [m - 1.96 * s for m, s in zip(mean, se)], [m + 1.96 * s for m, s in zip(mean, se)],
+                            color=line.get_color(), alpha=0.15)
+    axes[0].set_ylabel("training episodes whose last program passes")
+    axes[1].set_ylabel("episode reward (each recipe its own scale)")
+    for ax in axes:
+        ax.set_xlabel("learner step")
+        ax.legend(fontsize=7)
+    fig.suptitle("Training curves (bands: ±1.96 standard errors over the step's episodes)", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
 
 
-def table(results: list[dict]) -> str:
-    """Before/after held-out metrics, then each curve's trend: slope per step ± its standard
-    error, marked "rising" when beyond noise."""
-    lines = ["| preset | when | Acc@t1 | Acc@t2 | Δi→c | Δc→i |", "|---|---|---|---|---|---|"]
-    for r in results:
-        for when in ("before", "after"):
-            rep = r[when] or {}
-            cells = [f"{100 * rep[k]:.1f}" if k in rep else "–" for k in ("acc_t1", "acc_t2", "delta_i2c", "delta_c2i")]
-            lines.append(f"| {r['preset']} | {when} | " + " | ".join(cells) + " |")
-    labels = list(dict.fromkeys(label for r in results for label in r["trends"]))
-    lines += ["", "| preset | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
-    for r in results:
-        cells = []
-        for label in labels:
-            t = r["trends"].get(label)
-            if t is None:
-                cells.append("– (not fitted: the reward changes at the stage switch)" if label in r["curves"] else "–")
-            else:
-                cells.append(f"{t['slope']:+.3f} ± {t['stderr']:.3f}" + (" **rising**" if t["beyond_noise"] else ""))
-        lines.append(f"| {r['preset']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--presets", nargs="+", default=["cocos", "score"])
-    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--recipes", nargs="+", default=["repair", "grpo"], choices=sorted(RECIPES))
+    parser.add_argument("--steps", type=int, default=12, help="learner steps per recipe (default 12: about 25 minutes here)")
+    parser.add_argument("--seed", type=int, nargs="+", default=[0], help="one run per recipe and seed")
     parser.add_argument("--out", default="docs/results")
-    parser.add_argument("--runs", default="runs/learning", help="where the training runs go")
-    parser.add_argument("--report", nargs="+", metavar="RUN_DIR", help="only rebuild the outputs from these finished runs")
-    parser.add_argument("overrides", nargs="*", help="key=value applied to every preset")
+    parser.add_argument("--runs", default="runs/learning", help="where the runs and evaluations are kept")
+    parser.add_argument("--report", action="store_true", help="only rebuild the outputs from the finished runs under --runs")
+    parser.add_argument("overrides", nargs="*", help="key=value applied to every recipe's training")
     args = parser.parse_args()
+    runs = (REPO / args.runs).resolve()
     if args.report:
-        results = [from_run_dir(Path(d)) for d in args.report]
+        base = {name: load_evaluation(runs / "base" / name) for name in EVALS}
+        done = [(d.name.rsplit("-", 2)[0], d) for d in sorted(runs.glob("*-seed*-*")) if (d / "final").is_dir()
+                and all((d / "eval" / name / "metrics.json").is_file() for name in EVALS)]
     else:
-        results = [run_preset(p, args.steps, args.overrides, args.runs) for p in args.presets]
-    out = Path(args.out)
+        base = evaluate(BASE_MODEL, runs / "base")
+        done = []
+        for recipe in args.recipes:
+            for seed in args.seed:
+                run_dir = train_recipe(recipe, args.steps, seed, runs, args.overrides)
+                evaluate(str(run_dir / "final"), run_dir / "eval")
+                done.append((f"{recipe}-seed{seed}", run_dir))
+    rows = [summarize("base", base, None)]
+    for label, run_dir in done:
+        row = summarize(label, {name: load_evaluation(run_dir / "eval" / name) for name in EVALS}, base)
+        config = (run_dir / "config.yaml").read_text()
+        minutes = ((run_dir / "final" / "config.json").stat().st_mtime - (run_dir / "config.yaml").stat().st_mtime) / 60
+        rows.append({**row, "run_dir": str(run_dir), "config": config, "train_minutes": minutes, "curves": curves(run_dir)})
+    out = REPO / args.out
     out.mkdir(parents=True, exist_ok=True)
-    # Each result carries its run's whole config (what was run, whether now or rebuilt with --report).
-    (out / "learning.json").write_text(json.dumps({"results": results}, indent=2))
-    plot(results, out / "learning-rewards.png")
-    print(table(results))
+    (out / "learning.json").write_text(json.dumps({"results": rows}, indent=2))
+    plot([r for r in rows if "curves" in r], out / "learning-curves.png")
+    for r in rows[1:]:
+        print(f"{r['label']}: trained {r['train_minutes']:.0f} min; {r['run_dir']}")
+    print(tables(rows))
 
 
 if __name__ == "__main__":

@@ -41,7 +41,12 @@ class DatasetError(ValueError):
 
 
 def get_loader(name: str) -> Loader:
-    """The loader for a dataset name: registered, 'jsonl:PATH', or a 'module:function' plug-in."""
+    """The loader for a dataset name: registered, 'jsonl:PATH', a 'module:function' plug-in, or a
+    union of those joined by '+' (every part checked here; load_tasks splits each on its own)."""
+    if "+" in name:
+        for part in name.split("+"):
+            get_loader(part)
+        return functools.partial(load_tasks, name)
     if name.startswith("jsonl:"):  # checked first: the registry would read it as a plug-in spec
         return functools.partial(load_jsonl, name[len("jsonl:"):])
     return DATASETS.get(name)
@@ -57,6 +62,9 @@ def load_tasks(
 ) -> list[Task]:
     """Tasks of one dataset and split, sorted by task_id (numbers in ids compare as numbers).
 
+    A name joined with "+" ("starter+humaneval") is the union of those datasets, each split on
+    its own: the held-out part of the union is the union of their held-out parts, so a benchmark
+    built from one dataset's held-out split stays out of the union's training split.
     `limit` keeps a deterministic pseudo-random subset of the split (not its first ids, which
     would be the easiest HumanEval problems or one letter of the alphabet).
     """
@@ -66,16 +74,35 @@ def load_tasks(
         raise DatasetError(f"heldout_fraction must be in [0, 1), got {heldout_fraction!r}")
     if limit is not None and limit < 1:
         raise DatasetError(f"limit must be a positive number of tasks or None for all, got {limit!r}")
-    loader = get_loader(name)
-    try:
-        inspect.signature(loader).bind(**options)
-    except TypeError as exc:
-        raise DatasetError(f"dataset {name!r}: bad options {sorted(options)}: {exc}") from None
-    tasks = _checked(name, loader(**options))
-    chosen = split_tasks(tasks, split, heldout_fraction, seed)
+    if "+" in name:
+        chosen = _union(name, split, heldout_fraction, seed, options)
+    else:
+        loader = get_loader(name)
+        try:
+            inspect.signature(loader).bind(**options)
+        except TypeError as exc:
+            raise DatasetError(f"dataset {name!r}: bad options {sorted(options)}: {exc}") from None
+        chosen = split_tasks(_checked(name, loader(**options)), split, heldout_fraction, seed)
     if limit is not None:
         chosen = sorted(chosen, key=lambda t: _stable_key(seed, t.task_id))[:limit]
     return sorted(chosen, key=lambda t: _natural_key(t.task_id))
+
+
+def _union(name: str, split: str, heldout_fraction: float, seed: int, options: dict) -> list[Task]:
+    parts = name.split("+")
+    if any(not part for part in parts) or len(set(parts)) != len(parts):
+        raise DatasetError(f"dataset {name!r}: a union names each dataset once, joined by '+'")
+    if options:
+        raise DatasetError(f"dataset {name!r}: options {sorted(options)} apply to one dataset, not a union "
+                           "(name a JSONL file inside a union as jsonl:PATH)")
+    tasks, origin = [], {}
+    for part in parts:
+        for task in load_tasks(part, split, heldout_fraction, seed):
+            if task.task_id in origin:
+                raise DatasetError(f"dataset {name!r}: task id {task.task_id!r} is in both {origin[task.task_id]!r} and {part!r}")
+            origin[task.task_id] = part
+            tasks.append(task)
+    return tasks
 
 
 def split_tasks(tasks: list[Task], split: str, heldout_fraction: float, seed: int) -> list[Task]:

@@ -145,7 +145,7 @@ def evaluate(args: EvalArgs) -> dict:
     """Runs the evaluation; returns the contents of metrics.json."""
     from launch.runtime import Runtime, evaluate as run_evaluation
     from rl.episode import write_episodes
-    from rl.metrics import group_by_task, repair_metrics, transition_counts
+    from rl.metrics import benchmark_rows, correctness, repair_metrics, transition_counts
     from rl.report import eval_report, plot_transitions
 
     cfg, turns = args.cfg, args.cfg.episode.max_turns
@@ -162,13 +162,12 @@ def evaluate(args: EvalArgs) -> dict:
 
     if args.benchmark:
         metrics.update(repair_metrics(episodes))
-    correct = [[t.correct for t in e.turns] for e in episodes]
-    by_task = group_by_task([e.task.task_id for e in episodes], correct)
+    by_task = correctness(episodes)
     turns_run = [t for e in episodes for t in e.turns]
     result = {
         "metrics": metrics,
         "transitions": [{"from_turn": t + 1, "to_turn": t + 2, **table}
-                        for t, table in enumerate(transition_counts(correct, turns))],
+                        for t, table in enumerate(transition_counts([c for cs in by_task.values() for c in cs], turns))],
         "settings": {
             "model": cfg.model.path, "model_path": args.model_path,
             "dataset": f"benchmark {args.benchmark}" if args.benchmark else cfg.data.dataset,
@@ -184,6 +183,8 @@ def evaluate(args: EvalArgs) -> dict:
         "config": cfg.to_dict(),
         # per task, per episode, per turn: whether the program passed every test (as run, not padded)
         "correct": by_task,
+        # a benchmark's row id -> its kind and base task (what `selfcorrect compare` pairs the fix and keep rates by)
+        "rows": benchmark_rows(episodes),
         "episode_turns": len(turns_run) / len(episodes),
         "no_code_fraction": sum(t.code is None for t in turns_run) / len(turns_run),
     }

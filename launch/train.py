@@ -126,7 +126,7 @@ def run_loop(cfg: Config, rt, tracker, train_env, eval_env, train_tasks, eval_ta
     from envs.tasks import TaskSampler
     from launch import checkpoint
     from launch.runtime import evaluate
-    from rl.metrics import paired_comparisons
+    from rl.metrics import correctness, paired_comparisons
     from rl.report import episode_tables
 
     def held_out(version: int):
@@ -185,7 +185,8 @@ def run_loop(cfg: Config, rt, tracker, train_env, eval_env, train_tasks, eval_ta
         episodes["after"], reports["after"] = held_out(loop.version)
         tracker.log(cfg.run.steps, {f"eval/{k}": v for k, v in reports["after"].items()})
     if len(episodes) == 2:   # the same tasks before and after: the paired difference and its noise
-        reports["comparison"] = paired_comparisons(episodes["before"], episodes["after"], cfg.episode.max_turns)
+        reports["comparison"] = paired_comparisons(*(correctness(episodes[when]) for when in ("before", "after")),
+                                                    cfg.episode.max_turns)
         tracker.log(cfg.run.steps, {f"eval/change_{name}_{k}": c[k] for name, c in reports["comparison"].items()
                                     for k in ("difference", "low", "high", "p_value")})
     if cfg.run.save_final:

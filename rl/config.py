@@ -50,7 +50,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    dataset: str = opt("starter", "Task set: starter, humaneval, leetcode, jsonl (with data.path), or a plug-in 'module:function'.")
+    dataset: str = opt("starter", "Task set: starter, humaneval, leetcode, jsonl (with data.path), jsonl:FILE, a plug-in 'module:function', or a union such as starter+humaneval (each part split on its own).")
     path: str = opt("", "File for the jsonl dataset.")
     bad_rows: Literal["reject", "skip"] = opt("reject", "A malformed row of the jsonl dataset: reject stops the run naming file and line; skip leaves it out, reported with file, line and reason, and counted.")
     heldout_fraction: float = opt(0.25, "Share of tasks held out for evaluation (deterministic split).", min=0.0, max=0.9)

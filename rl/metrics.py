@@ -160,13 +160,25 @@ def sampled_report(per_task: Sequence[Sequence[Sequence[bool]]], num_turns: int,
 # reports over episode records (rl/episode.py)
 
 
+def correctness(episodes) -> dict[str, list[list[bool]]]:
+    """Task id -> its episodes -> whether the program of each turn run passed every test."""
+    return group_by_task([e.task.task_id for e in episodes], [[t.correct for t in e.turns] for e in episodes])
+
+
+def benchmark_rows(episodes) -> dict[str, dict]:
+    """A repair benchmark's row id -> {"kind": faulty | correct, "task": its base task}, for
+    paired_comparisons; empty for episodes of a plain task set."""
+    return {e.task.task_id: {"kind": e.task.metadata["kind"], "task": e.task.metadata.get("base_task_id", e.task.task_id)}
+            for e in episodes if "kind" in e.task.metadata}
+
+
 def evaluation_metrics(episodes, num_turns: int, ks: Sequence[int], confidence: float = 0.95) -> dict[str, float]:
     """What an evaluation reports (train's before/after and `selfcorrect eval`): per_turn_report
     plus sampled_report over the episodes grouped by task, and the 95 % interval of every Acc@t
     and Δ as `<name>_low` / `<name>_high` (`intervals`)."""
-    correct = [[t.correct for t in e.turns] for e in episodes]
-    by_task = group_by_task([e.task.task_id for e in episodes], correct)
-    report = {**per_turn_report(correct, num_turns), **sampled_report(list(by_task.values()), num_turns, ks)}
+    by_task = correctness(episodes)
+    report = {**per_turn_report([c for cs in by_task.values() for c in cs], num_turns),
+              **sampled_report(list(by_task.values()), num_turns, ks)}
     return {**report, **intervals(list(by_task.values()), num_turns, confidence)}
 
 
@@ -227,23 +239,35 @@ def step_metrics(episodes, num_turns: int) -> dict[str, float]:
     return metrics
 
 
-def paired_comparisons(before, after, num_turns: int) -> dict[str, dict]:
-    """Two evaluations of the same tasks (episode records): for Acc@t1 and Acc@tT, the paired
-    difference after − before with its task-bootstrap interval, the discordant counts and the
-    exact McNemar p-value (rl/stats.py:compare_models), as plain dicts."""
+def paired_comparisons(before: dict[str, list[list[bool]]], after: dict[str, list[list[bool]]], num_turns: int,
+                       rows: dict[str, dict] | None = None) -> dict[str, dict]:
+    """Two evaluations of the same tasks, each as task id -> episodes -> per-turn correctness (as
+    run; early stops are padded here): for Acc@t1 and Acc@tT, the paired difference after −
+    before with its task-bootstrap interval, the discordant counts and the exact McNemar p-value
+    (rl/stats.py:compare_models), as plain dicts. With `rows` (a repair benchmark's row id ->
+    {"kind": "faulty" | "correct", "task": its base task}), also fix_rate and keep_rate: the last
+    program's correctness over the faulty and over the correct rows, the rows of one base task
+    resampled together (they are not independent)."""
     import dataclasses
 
     from rl import stats
 
-    def per_task(episodes, t):
-        by_task = group_by_task([e.task.task_id for e in episodes], [[x.correct for x in e.turns] for e in episodes])
-        return {task: [c[t] for c in pad_turns(eps, num_turns)] for task, eps in by_task.items()}
-
+    if before.keys() != after.keys():
+        only = sorted(before.keys() ^ after.keys())
+        raise ValueError(f"the two evaluations are not of the same tasks: {len(only)} tasks in only one of them, e.g. {only[:3]}")
+    tasks = sorted(before)
     out = {}
     for t in sorted({0, num_turns - 1}):
-        b, a = per_task(before, t), per_task(after, t)
-        tasks = sorted(b.keys() & a.keys())
-        out[f"acc_t{t + 1}"] = dataclasses.asdict(stats.compare_models([b[k] for k in tasks], [a[k] for k in tasks]))
+        b, a = ([[c[t] for c in pad_turns(ev[k], num_turns)] for k in tasks] for ev in (before, after))
+        out[f"acc_t{t + 1}"] = dataclasses.asdict(stats.compare_models(b, a))
+    for kind, name in (("faulty", "fix_rate"), ("correct", "keep_rate")):
+        groups: dict[str, list[str]] = {}
+        for row in tasks:
+            if rows and rows[row]["kind"] == kind:
+                groups.setdefault(rows[row]["task"], []).append(row)
+        if groups:
+            b, a = ([[c[-1] for row in members for c in ev[row]] for members in groups.values()] for ev in (before, after))
+            out[name] = dataclasses.asdict(stats.compare_models(b, a, pooled=True))   # over rows, as repair_metrics
     return out
 
 

@@ -289,9 +289,18 @@ def _rate(value) -> float:
     return sum(float(v) for v in values) / len(values)
 
 
-def rate_difference() -> Statistic:
+def _outcomes(value) -> list[float]:
+    return [float(value)] if isinstance(value, (bool, np.bool_, int, np.integer, float)) else [float(v) for v in value]
+
+
+def rate_difference(pooled: bool = False) -> Statistic:
     """after − before of a rate, for `paired_bootstrap` over per-task correctness: each task's
-    value is a bool, or a list of bools (its episodes, averaged), e.g. final-turn correctness."""
+    value is a bool, or a list of bools (its episodes or rows), e.g. final-turn correctness.
+    Tasks weigh the same (a list is averaged), or with `pooled` every outcome does (the rate over
+    all outcomes, as a benchmark's fix rate over its rows; tasks are still what is resampled)."""
+    if pooled:
+        return Statistic("pooled_rate_difference",
+                         lambda pair: (sum(_outcomes(pair[1])) - sum(_outcomes(pair[0])), float(len(_outcomes(pair[0])))), _ratio)
     return Statistic("rate_difference", lambda pair: (_rate(pair[1]) - _rate(pair[0]), 1.0), _ratio)
 
 
@@ -318,11 +327,12 @@ class ModelComparison:
 
 
 def compare_models(before: Sequence[Any], after: Sequence[Any], resamples: int = 10000,
-                   confidence: float = 0.95, seed: int = 0) -> ModelComparison:
+                   confidence: float = 0.95, seed: int = 0, pooled: bool = False) -> ModelComparison:
     """Paired comparison of two models' per-task correctness on the same tasks (same order).
 
     Each item is a bool (one episode per task, e.g. greedy) or a list of bools (several
     episodes; the two lists of a task are paired episode by episode for McNemar's counts).
+    Tasks weigh the same, or with `pooled` every outcome does (`rate_difference`).
     McNemar's test assumes independent pairs: exact with one episode per task; with several
     sampled episodes per task its p-value is optimistic, and the task bootstrap interval is the
     measure to trust.
@@ -333,16 +343,18 @@ def compare_models(before: Sequence[Any], after: Sequence[Any], resamples: int =
         raise ValueError("compare_models: no tasks")
     flat_before, flat_after = [], []
     for i, (x, y) in enumerate(zip(before, after)):
-        xs = [x] if isinstance(x, (bool, np.bool_, int, np.integer)) else list(x)
-        ys = [y] if isinstance(y, (bool, np.bool_, int, np.integer)) else list(y)
+        xs, ys = _outcomes(x), _outcomes(y)
         if len(xs) != len(ys):
             raise ValueError(f"compare_models: task {i} has {len(xs)} outcomes before and {len(ys)} after")
         flat_before += xs
         flat_after += ys
     b, c = discordant_counts(flat_before, flat_after)
-    result = paired_bootstrap(before, after, rate_difference(), resamples, confidence, seed)
-    rate_before = sum(_rate(x) for x in before) / len(before)
-    rate_after = sum(_rate(y) for y in after) / len(after)
+    result = paired_bootstrap(before, after, rate_difference(pooled), resamples, confidence, seed)
+    if pooled:
+        rate_before, rate_after = sum(flat_before) / len(flat_before), sum(flat_after) / len(flat_after)
+    else:
+        rate_before = sum(_rate(x) for x in before) / len(before)
+        rate_after = sum(_rate(y) for y in after) / len(after)
     p = mcnemar_exact(b, c)
     verdict = "within noise" if result.within_noise else "beyond noise"
     word = "includes" if result.within_noise else "excludes"

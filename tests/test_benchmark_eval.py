@@ -14,7 +14,7 @@ from envs.repair import as_reply, load_benchmark
 from envs.sandbox import make_executor
 from rl.config import EpisodeConfig, SandboxConfig
 from rl.episode import run_episodes
-from rl.metrics import repair_metrics
+from rl.metrics import benchmark_rows, correctness, paired_comparisons, repair_metrics
 from rl.rollout import Sample, SamplingSpec
 
 
@@ -59,19 +59,23 @@ class Replies:
         return out
 
 
-@pytest.mark.parametrize("fix, rates", [(True, (1.0, 1.0)), (False, (0.0, 0.0))])
-def test_fix_and_keep_rates_from_seeded_first_attempts(fix, rates, benchmark, executor, tiny_model):
+def benchmark_episodes(path, executor, tiny_model, fix: bool):
     from transformers import AutoTokenizer
 
-    path, rows = benchmark
     tasks = load_benchmark(str(path))
-    assert [t.task_id for t in tasks] == [r["id"] for r in rows]
-    assert [t.metadata["kind"] for t in tasks] == [r["kind"] for r in rows]
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     env = make_environment("seeded", EpisodeConfig(max_turns=2, feedback="execution"), SandboxConfig(), executor, tasks)
-    episodes = run_episodes(tasks, env, Replies(tokenizer, tasks, fix), ChatFormat(tokenizer), tokenizer, samples_per_task=1,
-                            revisions=1, sampling=SamplingSpec(temperature=0.0, max_new_tokens=64), weight_version=0,
-                            max_model_len=2048)
+    return tasks, run_episodes(tasks, env, Replies(tokenizer, tasks, fix), ChatFormat(tokenizer), tokenizer, samples_per_task=1,
+                               revisions=1, sampling=SamplingSpec(temperature=0.0, max_new_tokens=64), weight_version=0,
+                               max_model_len=2048)
+
+
+@pytest.mark.parametrize("fix, rates", [(True, (1.0, 1.0)), (False, (0.0, 0.0))])
+def test_fix_and_keep_rates_from_seeded_first_attempts(fix, rates, benchmark, executor, tiny_model):
+    path, rows = benchmark
+    tasks, episodes = benchmark_episodes(path, executor, tiny_model, fix)
+    assert [t.task_id for t in tasks] == [r["id"] for r in rows]
+    assert [t.metadata["kind"] for t in tasks] == [r["kind"] for r in rows]
     # The seeded attempt is what the row says, and is judged as the row's kind says.
     assert [e.turns[0].seeded for e in episodes] == [True] * len(rows)
     assert [e.turns[0].correct for e in episodes] == [r["kind"] == "correct" for r in rows]
@@ -79,6 +83,21 @@ def test_fix_and_keep_rates_from_seeded_first_attempts(fix, rates, benchmark, ex
     assert (m["fix_rate"], m["keep_rate"]) == rates
     assert m["fix_rate_n"] == sum(r["kind"] == "faulty" for r in rows) and m["keep_rate_n"] == 2
     assert m["keep_rate_low"] <= m["keep_rate"] <= m["keep_rate_high"] and m["keep_rate_high"] - m["keep_rate_low"] > 0.3
+
+
+def test_a_policy_that_fixes_against_one_that_does_not_paired_by_row(benchmark, executor, tiny_model):
+    """The records of two evaluations of the benchmark, compared as `selfcorrect compare` does:
+    every faulty row goes wrong -> right, every correct row right -> wrong."""
+    path, rows = benchmark
+    _, silent = benchmark_episodes(path, executor, tiny_model, fix=False)
+    _, fixing = benchmark_episodes(path, executor, tiny_model, fix=True)
+    assert benchmark_rows(silent) == {r["id"]: {"kind": r["kind"], "task": r["task_id"]} for r in rows}
+    change = paired_comparisons(correctness(silent), correctness(fixing), 2, benchmark_rows(silent))
+    faulty = sum(r["kind"] == "faulty" for r in rows)
+    assert (change["fix_rate"]["before"], change["fix_rate"]["after"]) == (0.0, 1.0)
+    assert (change["fix_rate"]["b"], change["fix_rate"]["c"]) == (0, faulty)
+    assert (change["keep_rate"]["before"], change["keep_rate"]["after"]) == (0.0, 1.0)
+    assert change["acc_t1"]["difference"] == 0.0   # the seeded attempts
 
 
 def test_a_row_outside_the_heldout_split_is_refused(tmp_path):

@@ -180,6 +180,28 @@ def test_plugin_dataset_is_loaded_and_checked(tmp_path):
         load_tasks(f"{plugin}:dupes")
 
 
+def test_union_splits_each_dataset_on_its_own(tmp_path):
+    """starter+humaneval: each part split as if alone, so a benchmark built from one part's
+    held-out split never meets the union's training split."""
+    for split in ("train", "heldout", "all"):
+        union = load_tasks("starter+humaneval", split, heldout_fraction=0.25, seed=0)
+        parts = load_tasks("starter", split, 0.25, 0) + load_tasks("humaneval", split, 0.25, 0)
+        assert sorted(t.task_id for t in union) == sorted(t.task_id for t in parts)
+    assert len(load_tasks("starter+humaneval", "train", 0.25, 0, limit=10)) == 10
+    assert ds.get_loader("starter+humaneval")() == load_tasks("starter+humaneval")
+    plugin = tmp_path / "clash.py"
+    plugin.write_text("from envs.tasks import Task, TestCase\n"
+                      "def tasks():\n    return [Task('starter/add', 'p', 'add', (), (TestCase('call', 'add(1, 2)', '3'),))]\n")
+    with pytest.raises(DatasetError, match="task id 'starter/add' is in both 'starter' and"):
+        load_tasks(f"starter+{plugin}:tasks")
+    with pytest.raises(DatasetError, match="names each dataset once"):
+        load_tasks("starter+starter")
+    with pytest.raises(DatasetError, match="apply to one dataset, not a union"):
+        load_tasks("starter+humaneval", path="x.jsonl")
+    with pytest.raises(Exception, match="humanevil"):   # every part is checked when the config is
+        ds.get_loader("starter+humanevil")
+
+
 def test_unknown_dataset_suggests_a_name():
     with pytest.raises(KeyError, match="Did you mean 'starter'"):
         load_tasks("startr")

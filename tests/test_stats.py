@@ -238,3 +238,18 @@ def test_custom_statistic_object():
                             lambda s: s[..., 0] / s[..., 1])
     per_task = [[[False, True], [False, False]], [[False, False]], [[True, True]]]
     assert bootstrap_tasks(per_task, any_correct, resamples=100).estimate == pytest.approx(2 / 3)
+
+
+def test_pooled_comparison_weighs_every_outcome_and_resamples_tasks():
+    """Task A: 3 rows, all fixed after; task B: 1 row, never fixed. Pooled over rows the fix rate
+    goes 0/4 -> 3/4; with tasks weighing the same, 0 -> (1 + 0) / 2."""
+    before = [[False, False, False], [False]]
+    after = [[True, True, True], [False]]
+    pooled = compare_models(before, after, resamples=2000, pooled=True)
+    assert (pooled.before, pooled.after, pooled.difference) == (0.0, 0.75, pytest.approx(0.75))
+    assert (pooled.b, pooled.c) == (0, 3)
+    assert pooled.p_value == pytest.approx(0.25)   # McNemar exact: 2 * 0.5**3
+    # resampling the two tasks: {A, A} gives +1, {B, B} gives 0, {A, B} the estimate
+    assert pooled.low == pytest.approx(0.0) and pooled.high == pytest.approx(1.0)
+    per_task = compare_models(before, after, resamples=2000)
+    assert (per_task.before, per_task.after, per_task.difference) == (0.0, 0.5, pytest.approx(0.5))

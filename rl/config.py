@@ -137,6 +137,8 @@ class LearnerConfig:
     zero_stage: Literal[0, 1, 2, 3] = opt(0, "DeepSpeed ZeRO stage: 0 none; 1 optimizer state, 2 and gradients, 3 and parameters partitioned over the learner ranks.")
     resources: dict[str, float] = opt({}, "Custom Ray resources each learner rank needs besides its CPUs/GPUs, e.g. {learner_node: 1}.")
     memory_gib: float | None = opt(None, "Memory each learner rank reserves from Ray (null: none reserved).", min=0.0)
+    lora_rank: int = opt(0, "Low-rank adapters (rl/lora.py) of this rank on every linear layer of the decoder blocks; 0: train every weight. With LoRA only the adapters get gradients and optimizer state, the KL reference is the model with its adapters off (no second copy), and the rollout workers get merged weights.", min=0)
+    lora_alpha: float = opt(16.0, "LoRA scale numerator: the update is (lora_alpha / lora_rank) B A x.", min=0.0)
     torch_threads: int | None = opt(None, "torch intra-op threads in the learner (null: every CPU of its node; the loop is synchronous, so rollout workers are idle while it trains).", min=1)
 
 
@@ -334,6 +336,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"episode.revisions_per_attempt: {cfg.episode.revisions_per_attempt} does not divide rollout.samples_per_task={cfg.rollout.samples_per_task}")
     if cfg.episode.environment == "repair" and cfg.episode.seeded_first_turns == 0:
         raise ConfigError("episode.seeded_first_turns: 0 with episode.environment=repair seeds no episode")
+    if cfg.learner.lora_rank and cfg.learner.zero_stage == 3:
+        raise ConfigError("learner.lora_rank: LoRA with learner.zero_stage=3 is not supported (the adapters' optimizer "
+                          "state is small: use zero_stage 0-2, or lora_rank=0 to partition the whole model)")
     if cfg.reward.overlong_buffer is not None and cfg.reward.overlong_buffer > cfg.rollout.max_new_tokens:
         raise ConfigError(f"reward.overlong_buffer: {cfg.reward.overlong_buffer} is longer than rollout.max_new_tokens={cfg.rollout.max_new_tokens}")
     batch = cfg.rollout.tasks_per_step * cfg.rollout.samples_per_task

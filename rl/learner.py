@@ -25,6 +25,7 @@ from rl.advantages import Estimator
 from rl.config import AlgoConfig, Config, LearnerConfig
 from rl.episode import Episode
 from rl.logs import redirect_output
+from rl.lora import adapters_disabled, apply_lora, merged_state_dict
 from rl.losses import clipped_value_loss, policy_loss, selected_logits, selected_logprobs_and_entropy
 from rl.weight_sync import TRANSPORTS, PublishedWeights, checksum_tensors
 
@@ -55,10 +56,14 @@ class Learner:
         deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo", auto_mpi_discovery=False)
 
         self.policy = AutoModelForCausalLM.from_pretrained(model_path, dtype=_DTYPES[dtype])
+        self.lora = resources.lora_rank > 0
+        if self.lora:   # adapters only are trained; the reference is the policy with them switched off
+            apply_lora(self.policy, resources.lora_rank, resources.lora_alpha)
         model = TrainingModel(self.policy, value_head=critic)
         # beta = 0 everywhere: the reference can never change the loss, so it is never loaded.
         self.reference = (AutoModelForCausalLM.from_pretrained(model_path, dtype=_DTYPES[dtype]).eval().requires_grad_(False)
-                          if reference else None)
+                          if reference and not self.lora else None)
+        self.uses_reference = reference
         per_rank = episodes_per_step // algo.mini_batches // world_size
         ds_config = {
             "train_micro_batch_size_per_gpu": algo.micro_batch_size,
@@ -71,7 +76,7 @@ class Learner:
             "steps_per_print": 1 << 30,
         }
         # A torch optimizer: DeepSpeed's FusedAdam JIT-compiles C++ on CPU and can stall for minutes.
-        optimizer = torch.optim.AdamW(model.parameters(), lr=algo.lr, weight_decay=algo.weight_decay)
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=algo.lr, weight_decay=algo.weight_decay)
         self.engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
         self.device = self.engine.device
         if self.reference is not None:
@@ -87,7 +92,7 @@ class Learner:
         micro_batches = [part.micro_batches for part in shard]
         # Logprobs before any update, for every mini-batch after the first.
         old = [[self._logprobs(self.policy, mb) if i and mb else None for mb in mbs] for i, mbs in enumerate(micro_batches)]
-        refs = [[self._logprobs(self.reference, mb) if _has_kl(mb) else None for mb in mbs] for mbs in micro_batches]
+        refs = [[self._reference_logprobs(mb) if _has_kl(mb) else None for mb in mbs] for mbs in micro_batches]
 
         sums: dict[str, float] = {}
 
@@ -213,6 +218,13 @@ class Learner:
         logits, _ = selected_logits(model, t["ids"], t["attention"], select)
         return selected_logprobs_and_entropy(logits, t["ids"], select, self.temperature)[0]
 
+    def _reference_logprobs(self, episodes: Sequence[Episode], trained_only: bool = True) -> torch.Tensor:
+        """Logprobs under the reference: the frozen copy, or with LoRA the policy without its adapters."""
+        if not self.lora:
+            return self._logprobs(self.reference, episodes, trained_only)
+        with adapters_disabled(self.policy):
+            return self._logprobs(self.policy, episodes, trained_only)
+
     # -- the passes credit assignment reads ------------------------------------------------
 
     @torch.no_grad()
@@ -225,7 +237,7 @@ class Learner:
             mb = episodes[i:i + micro]
             lengths = [len(e.layout.token_ids) for e in mb]
             if reference:
-                ref = self._logprobs(self.reference, mb, trained_only=False).tolist()
+                ref = self._reference_logprobs(mb, trained_only=False).tolist()
                 out["reference"] += [row[:n] for row, n in zip(ref, lengths)]
             if values:
                 t = self._inputs(mb)
@@ -240,7 +252,7 @@ class Learner:
         (safetensors refuses shared tensors, the object store would carry it twice, and vLLM
         re-ties it on load)."""
         state, seen = {}, set()
-        for name, tensor in self.policy.state_dict().items():
+        for name, tensor in (merged_state_dict(self.policy) if self.lora else self.policy.state_dict()).items():
             if tensor.data_ptr() not in seen:
                 seen.add(tensor.data_ptr())
                 state[name] = tensor
@@ -281,7 +293,8 @@ class Learner:
             if self.rank:
                 return None
             Path(directory).mkdir(parents=True, exist_ok=True)
-            self.policy.save_pretrained(directory)
+            # with LoRA, a plain model: the merged weights under the base model's names
+            self.policy.save_pretrained(directory, **({"state_dict": merged_state_dict(self.policy)} if self.lora else {}))
         AutoTokenizer.from_pretrained(tokenizer_path).save_pretrained(directory)
         return directory
 

@@ -28,7 +28,7 @@ def run(tiny_model, tmp_path_factory):
         f"episode.environment={REPO / 'tests' / 'plugins' / 'lint_feedback.py'}:LintedRepair",
         "episode.seeded_first_turns=0.5",   # some episodes start from a faulty program (repair curriculum)
         "episode.revisions_per_attempt=2",  # each first attempt is revised twice
-        "eval.after=true",
+        "eval.before=true", "eval.after=true",
     ])
     result = train(cfg)
     run_dir = Path(result["run_dir"])
@@ -63,8 +63,14 @@ def test_both_steps_logged_to_jsonl_and_wandb(run):
     saved = json.loads((run_dir / "tables" / "step-000002.json").read_text())
     episodes = min(cfg.wandb.sample_episodes, cfg.rollout.tasks_per_step * cfg.rollout.samples_per_task)
     assert len(saved["episodes"]["rows"]) == 2 * episodes   # two turns each
-    after = json.loads((run_dir / "eval.json").read_text())["after"]
+    reports = json.loads((run_dir / "eval.json").read_text())
+    after = reports["after"]
     assert after["episodes"] == 8 and 0.0 <= after["acc_t2"] <= 1.0   # one episode per held-out task
+    # before and after on the same tasks: paired, with the noise of the difference
+    for name, change in reports["comparison"].items():
+        assert change["tasks"] == 8 and change["difference"] == pytest.approx(after[name] - reports["before"][name]), name
+        assert change["low"] <= change["difference"] <= change["high"] and 0.0 <= change["p_value"] <= 1.0
+    assert set(reports["comparison"]) == {"acc_t1", "acc_t2"}
     metadata = json.loads((run_dir / "metadata.json").read_text())
     assert metadata["environment"].endswith("lint_feedback.py:LintedRepair")
     # Model code ran isolated (unisolated levels are refused by default) and the run says how.

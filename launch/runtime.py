@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -55,7 +56,7 @@ class Runtime:
         """log_dir: where the actors' output goes (rl/logs.py; None: Ray shows it here)."""
         self.cfg, self.model_path, self.with_learner, self.log_dir = cfg, model_path, learner, log_dir
         self.publish_dir = str(Path(cfg.weight_sync.directory) / run_name)
-        self.timers: dict[str, float] = {}
+        self._thread = threading.local()   # each thread its own timers: async generation runs beside training
         self.executor = self.rollout = self.learner = self.weight_transport = None
         self._stack = contextlib.ExitStack()
 
@@ -81,6 +82,13 @@ class Runtime:
     def __exit__(self, *exc) -> None:
         self._stack.close()
 
+    @property
+    def timers(self) -> dict[str, float]:
+        """Seconds spent in generation and execution (and what the loop adds) by this thread."""
+        if not hasattr(self._thread, "timers"):
+            self._thread.timers = {}
+        return self._thread.timers
+
     def _start_sandbox(self) -> None:
         from envs.sandbox import make_executor
 
@@ -88,7 +96,7 @@ class Runtime:
         executor = make_executor(s.level, s.allow_unisolated, s.workers or 0, s.backend)
         self._stack.callback(executor.close)
         print(f"sandbox: {executor.info['level']} isolation, {executor.info['workers']} slots ({s.backend})")
-        self.executor = _TimedExecutor(executor, self.timers)
+        self.executor = _TimedExecutor(executor, lambda: self.timers)
 
     def _start_ray(self) -> None:
         import ray
@@ -115,7 +123,7 @@ class Runtime:
         if self.learner is not None:
             self.weight_transport = choose_transport(self.cfg.weight_sync.transport, self.learner.node_id(), self.rollout.nodes)
             print(f"weight transport: {self.weight_transport}")
-        self.generate = _timed(self.rollout.generate, self.timers, "generation")
+        self.generate = _timed(self.rollout.generate, lambda: self.timers, "generation")
 
     def environment(self, name: str, tasks: Sequence):
         """The environment `name` over `tasks` (repair verifies its faulty programs here)."""
@@ -166,9 +174,9 @@ def evaluate(rt: Runtime, env, tasks: Sequence, *, samples: int, temperature: fl
 
 
 class _TimedExecutor:
-    """The executor, with the seconds spent in `run` accumulating in timers['execution']."""
+    """The executor, with the seconds spent in `run` accumulating in timers()['execution']."""
 
-    def __init__(self, executor, timers: dict):
+    def __init__(self, executor, timers: Callable[[], dict]):
         self.isolation, self.info = executor.isolation, executor.info
         self.run = _timed(executor.run, timers, "execution")
         self.close = executor.close
@@ -180,12 +188,13 @@ class _TimedExecutor:
         return getattr(self._executor, "replacements", 0)
 
 
-def _timed(fn, bucket: dict, key: str):
-    """Wrap `fn` so the seconds spent in it accumulate in bucket[key]."""
+def _timed(fn, bucket: Callable[[], dict], key: str):
+    """Wrap `fn` so the seconds spent in it accumulate in bucket()[key] (the calling thread's)."""
     def wrapper(*args, **kwargs):
         start = time.monotonic()
         try:
             return fn(*args, **kwargs)
         finally:
-            bucket[key] = bucket.get(key, 0.0) + time.monotonic() - start
+            timers = bucket()
+            timers[key] = timers.get(key, 0.0) + time.monotonic() - start
     return wrapper

@@ -147,26 +147,30 @@ def run_loop(cfg: Config, rt, tracker, train_env, eval_env, train_tasks, eval_ta
         episodes["before"], reports["before"] = held_out(0)
         tracker.log(0, {f"eval/{k}": v for k, v in reports["before"].items()})
 
-    def state_after(step: int) -> checkpoint.DriverState:
+    def state_after(step: int, draws: tuple) -> checkpoint.DriverState:
+        """draws: the sampler's, environment's and RNGs' state before the next step's rollout."""
         before = (episodes["before"], reports["before"]) if "before" in episodes else None
-        return checkpoint.DriverState(step, loop.version, sampler.state_dict(), train_env.state_dict(),
-                                      checkpoint.capture_rngs(), cfg.to_dict(), tracker.run_id, before)
+        return checkpoint.DriverState(step, loop.version, *draws, cfg.to_dict(), tracker.run_id, before)
 
-    done = state_after(resumed[0].step if resumed else 0)   # the state after the last completed step
+    first = (resumed[0].step if resumed else 0) + 1
+    loop.last_step_end = time.monotonic()   # the first step's time starts here, after the evaluation before
+    rollouts = (RolloutsAhead if cfg.algo.max_staleness else RolloutsInStep)(loop, sampler, train_env, first, cfg.run.steps)
+    done = state_after(first - 1, rollouts.draws_before(first))   # the state after the last completed step
     saved = done.step if resumed else None
     try:
-        with tqdm(range(done.step + 1, cfg.run.steps + 1), initial=done.step, total=cfg.run.steps,
+        with tqdm(range(first, cfg.run.steps + 1), initial=first - 1, total=cfg.run.steps,
                   desc="train", unit="step", file=sys.stdout) as bar:
             for step in bar:
-                episodes_of_step = loop.rollout(sampler.next(cfg.rollout.tasks_per_step), step)
+                episodes_of_step, rollout_timers = rollouts.next(step)
                 with _deferred_interrupt(loop):   # from here on the step completes, is logged, can be saved
-                    metrics = loop.learn(episodes_of_step, step)
+                    metrics = loop.learn(episodes_of_step, step, rollout_timers)
+                    rollouts.trained(step)
                     tracker.log(step, metrics, episode_tables(episodes_of_step, cfg.episode.max_turns, cfg.wandb.sample_episodes), {
                         "hist/episode_reward": [sum(e.credit.rewards) for e in episodes_of_step],
                         "hist/reply_tokens": [len(t.response_ids) for e in episodes_of_step for t in e.turns if not t.seeded]})
-                    bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", acc_t1=f"{metrics.get('train/acc_t1', float('nan')):.2f}",
+                    bar.set_postfix(reward=f"{metrics.get('reward/mean', float('nan')):.3f}", acc_t1=f"{metrics.get('train/acc_t1', float('nan')):.2f}",
                                     kl=f"{metrics.get('learner/kl', metrics.get('kl/reward_mean', float('nan'))):.4f}")
-                    done = state_after(step)
+                    done = state_after(step, rollouts.draws_before(step + 1))
                     if cfg.run.checkpoint_every is not None and step % cfg.run.checkpoint_every == 0:
                         checkpoint.save(run_dir, done, rt.learner, cfg.run.keep_checkpoints)
                         saved = step
@@ -181,6 +185,8 @@ def run_loop(cfg: Config, rt, tracker, train_env, eval_env, train_tasks, eval_ta
         elif saved is not None:
             print(f"\ninterrupted: the checkpoint after step {saved} is current; continue with run.resume={run_dir}", file=sys.stderr)
         raise
+    finally:
+        rollouts.close()   # the generation thread of the asynchronous loop, if any, is done or stops
     if cfg.eval.after and eval_env:
         episodes["after"], reports["after"] = held_out(loop.version)
         tracker.log(cfg.run.steps, {f"eval/{k}": v for k, v in reports["after"].items()})
@@ -245,6 +251,7 @@ class Loop:
         self.version = 0
         self.updating = False      # inside a step's update, push and log (see _deferred_interrupt)
         self.interrupted = False   # a Ctrl-C arrived there: stop after this step
+        self.last_step_end = time.monotonic()
 
     def restore(self, checkpoint: Path) -> None:
         """The learner continues from a checkpoint; the rollout workers get its weights."""
@@ -267,9 +274,9 @@ class Loop:
         from rl.credit import assign_credit
         from rl.rollout import derive_seed
 
-        cfg, rt, timers = self.cfg, self.rt, self.rt.timers
+        cfg, rt = self.cfg, self.rt
+        timers = rt.timers   # this thread's: the generation thread's in the asynchronous loop
         timers.clear()
-        self.started = time.monotonic()
         episodes = rt.episodes(self.env, tasks, samples_per_task=cfg.rollout.samples_per_task,
                                revisions=cfg.episode.revisions_per_attempt, temperature=cfg.rollout.temperature,
                                weight_version=self.version, seed=derive_seed(cfg.run.seed, "train", step))
@@ -278,13 +285,22 @@ class Loop:
         timers["passes"] = time.monotonic() - t0
         return assign_credit(cfg, step, episodes, self.reward_fn, self.estimator, passes.get("reference"), passes.get("values"))
 
-    def learn(self, episodes: list, step: int) -> dict[str, float]:
-        """The learner's update on the episodes and the weight push; the step's metrics."""
+    def learn(self, episodes: list, step: int, rollout_timers: dict[str, float]) -> dict[str, float]:
+        """The learner's update on the episodes and the weight push; the step's metrics.
+        Episodes sampled more than algo.max_staleness versions ago are dropped and counted."""
         from rl.credit import schedule
         from rl.episode import write_episodes
         from rl.metrics import step_metrics
 
-        cfg, rt, timers = self.cfg, self.rt, self.rt.timers
+        cfg, rt, timers = self.cfg, self.rt, dict(rollout_timers)
+        kept, lags = fresh_episodes(episodes, self.version, cfg.algo.max_staleness)
+        staleness = {"async/dropped_episodes": len(episodes) - len(kept), "async/max_lag": max(lags, default=0)}
+        if not kept:   # nothing fresh enough: no update, no push
+            now = time.monotonic()
+            metrics = {**staleness, "weight_version": self.version, "time/step": now - self.last_step_end}
+            self.last_step_end = now
+            return metrics
+        episodes = kept
         t0 = time.monotonic()
         learner_metrics = rt.learner.train_step(episodes)
         timers["training"] = time.monotonic() - t0
@@ -303,7 +319,10 @@ class Loop:
         metrics["reward/score_stage"] = schedule(cfg, step).reward.score_stage if cfg.reward.name == "score" else 0
         metrics.update({f"learner/{k}": v for k, v in learner_metrics.items() if k not in ("seconds", "tokens")})
         metrics.update({f"time/{k}": v for k, v in timers.items()})
-        metrics["time/step"] = time.monotonic() - self.started
+        metrics.update(staleness)
+        now = time.monotonic()
+        metrics["time/step"] = now - self.last_step_end   # since the last step ended: overlapped phases count once
+        self.last_step_end = now
         metrics["weight_version"] = self.version
         # how many versions behind the learner the sampling policy was (0 in the synchronous loop)
         metrics["rollout/version_lag"] = sum(self.version - 1 - e.weight_version for e in episodes) / len(episodes)
@@ -312,6 +331,111 @@ class Loop:
         metrics["weights/checksum"] = checksum
         metrics["weights/held_by_workers"] = held
         return metrics
+
+
+def fresh_episodes(episodes: list, version: int, bound: int) -> tuple[list, list[int]]:
+    """The episodes sampled at most `bound` weight versions before `version` (the learner's, before
+    its update), and every episode's lag."""
+    lags = [version - e.weight_version for e in episodes]
+    return [e for e, lag in zip(episodes, lags) if lag <= bound], lags
+
+
+class RolloutsInStep:
+    """The synchronous loop (algo.max_staleness = 0): each step's batch is generated when the step
+    asks for it, with the weights of the step before."""
+
+    def __init__(self, loop: Loop, sampler, env, first: int, last: int):
+        self.loop, self.sampler, self.env = loop, sampler, env
+
+    def next(self, step: int) -> tuple[list, dict[str, float]]:
+        """The step's episodes and the seconds their rollout spent, by stage."""
+        episodes = self.loop.rollout(self.sampler.next(self.loop.cfg.rollout.tasks_per_step), step)
+        return episodes, dict(self.loop.rt.timers)
+
+    def draws_before(self, step: int) -> tuple:
+        """What a checkpoint keeps of the task sampler, the environment and the RNGs, as they are
+        before step `step`'s rollout (here: now)."""
+        from launch.checkpoint import capture_rngs
+
+        return self.sampler.state_dict(), self.env.state_dict(), capture_rngs()
+
+    def trained(self, step: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class RolloutsAhead(RolloutsInStep):
+    """The asynchronous loop (algo.max_staleness = k >= 1): one thread generates the batches of
+    the coming steps, in order, while the learner trains on the current one.
+
+    The bound holds by construction: batch s starts only once step s-1-k is trained and its
+    weights are pushed, so it is sampled with weights at least version s-1-k and trained at
+    version s-1: at most k behind. (A push that lands while a batch is being generated is taken
+    by its later turns; the episode keeps the older version it started with, so its lag is never
+    under-counted.) Loop.learn still checks every episode and drops any older than k.
+    """
+
+    def __init__(self, loop: Loop, sampler, env, first: int, last: int):
+        super().__init__(loop, sampler, env, first, last)
+        self.last, self.k = last, loop.cfg.algo.max_staleness
+        self.trained_step = first - 1
+        self.ready: dict[int, tuple] = {}      # step -> (episodes, timers), or an exception
+        self.draws: dict[int, tuple] = {}      # step -> draws_before(step), taken as its rollout started
+        self.stopping = False
+        self.cond = threading.Condition()
+        self.thread = threading.Thread(target=self._generate, args=(first,), name="rollouts-ahead", daemon=True)
+        self.thread.start()
+
+    def _generate(self, step: int) -> None:
+        try:
+            while step <= self.last:
+                with self.cond:
+                    self.cond.wait_for(lambda: self.stopping or step - 1 - self.trained_step <= self.k)
+                    if self.stopping:
+                        return
+                    self.draws[step] = super().draws_before(step)
+                batch = super().next(step)
+                with self.cond:
+                    self.ready[step] = batch
+                    self.cond.notify_all()
+                step += 1
+        except BaseException as exc:   # handed to the step that waits for the batch
+            with self.cond:
+                self.ready[step] = exc
+                self.cond.notify_all()
+
+    def next(self, step: int) -> tuple[list, dict[str, float]]:
+        waited = time.monotonic()
+        with self.cond:
+            self.cond.wait_for(lambda: step in self.ready)
+            batch = self.ready.pop(step)
+        if isinstance(batch, BaseException):
+            raise batch
+        episodes, timers = batch
+        return episodes, {**timers, "waiting_for_rollout": time.monotonic() - waited}
+
+    def draws_before(self, step: int) -> tuple:
+        if step > self.last:   # after the last step: nothing more is drawn
+            self.thread.join()
+            return super().draws_before(step)
+        with self.cond:
+            self.cond.wait_for(lambda: step in self.draws or step in self.ready)
+            if step not in self.draws:   # the generation thread failed before drawing
+                return super().draws_before(step)
+            return self.draws.pop(step)
+
+    def trained(self, step: int) -> None:
+        with self.cond:
+            self.trained_step = step
+            self.cond.notify_all()
+
+    def close(self) -> None:
+        """Stop generating (a batch under way finishes, or fails once Ray is shut down)."""
+        with self.cond:
+            self.stopping = True
+            self.cond.notify_all()
 
 
 if __name__ == "__main__":

@@ -127,6 +127,8 @@ class AlgoConfig:
     micro_batch_size: int = opt(4, "Most trajectories per forward/backward pass (trajectories are sorted by length first, so each pass pads little).", min=1)
     micro_batch_tokens: int | None = opt(None, "Most padded tokens per forward/backward pass, as well (null: no token budget; a trajectory longer than it gets a pass of its own).", min=1)
     mini_batches: int = opt(1, "Optimizer steps per rollout batch (the batch is split into this many).", min=1)
+    max_staleness: int = opt(0, "0: synchronous (each batch is sampled with the weights it is trained from). k >= 1: asynchronous: the next batches are generated while the learner trains, with weights at most k versions behind the learner's; an episode older than that is dropped and counted (async/dropped_episodes).", min=0)
+    tis_cap: float | None = opt(None, "Truncated importance sampling: weight each policy token's loss by min(pi_learner / pi_rollout, tis_cap), which corrects for the sampling policy being older (max_staleness > 0) or computed differently (vLLM against the learner); null: no correction. Its statistics are logged as learner/tis_*.", min=1.0)
 
 
 @dataclass
@@ -139,7 +141,7 @@ class LearnerConfig:
     memory_gib: float | None = opt(None, "Memory each learner rank reserves from Ray (null: none reserved).", min=0.0)
     lora_rank: int = opt(0, "Low-rank adapters (rl/lora.py) of this rank on every linear layer of the decoder blocks; 0: train every weight. With LoRA only the adapters get gradients and optimizer state, the KL reference is the model with its adapters off (no second copy), and the rollout workers get merged weights.", min=0)
     lora_alpha: float = opt(16.0, "LoRA scale numerator: the update is (lora_alpha / lora_rank) B A x.", min=0.0)
-    torch_threads: int | None = opt(None, "torch intra-op threads in the learner (null: every CPU of its node; the loop is synchronous, so rollout workers are idle while it trains).", min=1)
+    torch_threads: int | None = opt(None, "torch intra-op threads in the learner (null: every CPU of its node: in the synchronous loop the rollout workers are idle while it trains).", min=1)
 
 
 @dataclass

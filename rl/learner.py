@@ -26,7 +26,7 @@ from rl.config import AlgoConfig, Config, LearnerConfig
 from rl.episode import Episode
 from rl.logs import redirect_output
 from rl.lora import adapters_disabled, apply_lora, merged_state_dict
-from rl.losses import clipped_value_loss, policy_loss, selected_logits, selected_logprobs_and_entropy
+from rl.losses import clipped_value_loss, policy_loss, selected_logits, selected_logprobs_and_entropy, tis_weights
 from rl.weight_sync import TRANSPORTS, PublishedWeights, checksum_tensors
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -138,10 +138,13 @@ class Learner:
         logits, values = self.engine(t["ids"], t["attention"], t["select"])
         logp, entropy = selected_logprobs_and_entropy(logits, t["ids"], t["select"], self.temperature)
         a = self.algo
+        old_logp = logp.detach() if old_logp is None else old_logp
+        is_weights, tis = tis_weights(old_logp, t["rollout_lp"], t["mask"], a.tis_cap) if a.tis_cap is not None else (None, {})
         loss, stats = policy_loss(
-            logp, logp.detach() if old_logp is None else old_logp, ref_logp, t["adv"], t["kl_w"], t["mask"], a.clip_eps,
+            logp, old_logp, ref_logp, t["adv"], t["kl_w"], t["mask"], a.clip_eps,
             clip_eps_high=a.clip_eps_high, kl_estimator=a.kl_estimator, aggregation=a.loss_aggregation,
-            num_sequences=sequences, num_tokens=tokens, norm_constant=self.norm_tokens)
+            num_sequences=sequences, num_tokens=tokens, norm_constant=self.norm_tokens, is_weights=is_weights)
+        stats.update(tis)
         rows = len(mb)
         for key, value in stats.items():   # per-sequence means over the micro-batch: summed over its rows
             add(key, value * rows, rows)

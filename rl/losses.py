@@ -85,16 +85,30 @@ def ppo_clip_loss(logp, old_logp, advantages, mask, clip_eps: float, clip_eps_hi
     return loss, (clipped < unclipped).float() * mask
 
 
+def tis_weights(old_logp: torch.Tensor, rollout_logp: torch.Tensor, mask: torch.Tensor, cap: float):
+    """Truncated importance sampling (Yao et al. 2025, "off-policy RL in disguise"): per token,
+    min(pi_old / pi_rollout, cap), where pi_old is the learner's policy before the update and
+    pi_rollout the one that sampled (older in the asynchronous loop; another implementation of
+    the same weights in the synchronous one). Truncation bounds the variance a near-zero rollout
+    probability would bring. Returns (weights, detached; 1 outside the mask) and their stats."""
+    ratio = torch.exp((old_logp - rollout_logp) * mask).detach()
+    weights = torch.where(mask > 0, ratio.clamp(max=cap), torch.ones_like(ratio))
+    return weights, {"tis_weight": masked_sequence_mean(weights, mask), "tis_truncated": masked_sequence_mean((ratio > cap).float(), mask)}
+
+
 def policy_loss(logp, old_logp, ref_logp, advantages, kl_weights, mask, clip_eps: float, *, clip_eps_high: float | None = None,
                 kl_estimator: str = "k3", aggregation: str = "seq_mean_token_mean", num_sequences: int | None = None,
-                num_tokens: float | None = None, norm_constant: float = 1.0):
+                num_tokens: float | None = None, norm_constant: float = 1.0, is_weights: torch.Tensor | None = None):
     """PPO-clip plus a per-token-weighted KL to the reference, aggregated as `aggregation` over a
     batch of `num_sequences` / `num_tokens` (default: this micro-batch alone). `ref_logp` None:
     every KL weight is 0 (the reference was not run), so the loss has no KL term and no KL stat.
-    Stats are per-sequence means."""
+    `is_weights` (tis_weights) multiply each token's policy-gradient term, not the KL. Stats are
+    per-sequence means."""
     num_sequences = logp.shape[0] if num_sequences is None else num_sequences
     num_tokens = float(mask.sum()) if num_tokens is None else num_tokens
     pg, clipped = ppo_clip_loss(logp, old_logp, advantages, mask, clip_eps, clip_eps_high)
+    if is_weights is not None:
+        pg = pg * is_weights
     stats = {"clip_fraction": masked_sequence_mean(clipped, mask), "pg_loss": masked_sequence_mean(pg.detach(), mask)}
     per_token = pg
     if ref_logp is not None:

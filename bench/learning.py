@@ -13,7 +13,9 @@ Recipes (RECIPES below) are a preset plus the changes that make it a recipe; BUD
 all of them, then the command line's key=value. The single-turn GRPO control generates as many
 replies per step as a two-turn recipe (8 samples of one turn for 4 samples of two). Every stage is
 kept on disk under --runs and skipped when it is already there, so an interrupted experiment
-continues where it stopped, and the base model is evaluated once for all recipes.
+continues where it stopped, and the base model is evaluated once for all recipes (its greedy
+evaluations measured so far are kept in docs/results/learning-base/ and reused; --measure-base
+evaluates it again).
 Writes <out>/learning.json, <out>/learning-curves.png and prints the Markdown tables.
 """
 from __future__ import annotations
@@ -22,6 +24,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -70,11 +73,16 @@ def _run(command: list[str], log: Path) -> None:
     print(f"[learning]   done in {(time.monotonic() - started) / 60:.1f} min", flush=True)
 
 
-def evaluate(model: str, folder: Path) -> dict[str, dict]:
-    """Every held-out evaluation of one model, each in folder/<name>/ (kept when already there)."""
+def evaluate(model: str, folder: Path, recorded: Path | None = None) -> dict[str, dict]:
+    """Every held-out evaluation of one model, each in folder/<name>/ (kept when already there;
+    taken from recorded/<name>/metrics.json, an earlier measurement kept in the repository, when
+    that exists)."""
     results = {}
     for name, flags in EVALS.items():
         out = folder / name
+        if recorded is not None and (recorded / name / "metrics.json").is_file() and not (out / "metrics.json").is_file():
+            out.mkdir(parents=True, exist_ok=True)
+            shutil.copy(recorded / name / "metrics.json", out / "metrics.json")
         if not (out / "metrics.json").is_file():
             if out.exists():
                 for f in sorted(out.rglob("*"), reverse=True):
@@ -196,6 +204,8 @@ def main():
     parser.add_argument("--seed", type=int, nargs="+", default=[0], help="one run per recipe and seed")
     parser.add_argument("--out", default="docs/results")
     parser.add_argument("--runs", default="runs/learning", help="where the runs and evaluations are kept")
+    parser.add_argument("--measure-base", action="store_true",
+                        help="evaluate the base model again instead of taking docs/results/learning-base/ (what this bench measured before)")
     parser.add_argument("--report", action="store_true", help="only rebuild the outputs from the finished runs under --runs")
     parser.add_argument("overrides", nargs="*", help="key=value applied to every recipe's training")
     args = parser.parse_args()
@@ -205,7 +215,7 @@ def main():
         done = [(d.name.rsplit("-", 2)[0], d) for d in sorted(runs.glob("*-seed*-*")) if (d / "final").is_dir()
                 and all((d / "eval" / name / "metrics.json").is_file() for name in EVALS)]
     else:
-        base = evaluate(BASE_MODEL, runs / "base")
+        base = evaluate(BASE_MODEL, runs / "base", None if args.measure_base else REPO / "docs" / "results" / "learning-base")
         done = []
         for recipe in args.recipes:
             for seed in args.seed:

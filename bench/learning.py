@@ -96,14 +96,17 @@ def train_recipe(recipe: str, steps: int, seed: int, runs: Path, overrides: list
     """The training run of one recipe (its folder; an existing finished one is reused)."""
     preset, changes = RECIPES[recipe]
     name = f"{recipe}-seed{seed}"
-    finished = sorted(d for d in runs.glob(f"{name}-*") if (d / "final" / "config.json").is_file())
-    if finished:
-        return finished[-1]
+
+    def finished() -> list[Path]:
+        return sorted(d for d in runs.glob(f"{name}-*") if (d / "final" / "config.json").is_file())
+
+    if finished():
+        return finished()[-1]
     schedule = [f"reward.score_switch_step={steps // 2}"] if preset == "score" else []
     _run([sys.executable, "-m", "launch.train", "--config", str(REPO / "configs" / f"{preset}.yaml"),
           *BUDGET, *changes, *schedule, f"run.steps={steps}", f"run.seed={seed}", f"run.name={name}",
           f"run.output_dir={runs}", *overrides], runs / f"{name}.log")
-    return sorted(d for d in runs.glob(f"{name}-*") if (d / "final" / "config.json").is_file())[-1]
+    return finished()[-1]
 
 
 def curves(run_dir: Path) -> dict:

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser.exit(2, f"selfcorrect compare: error: {exc}\n")
     s = before["settings"]
     print(f"{s['dataset']} ({s['tasks']} tasks, {s['turns']} turn(s), {s['feedback']} feedback): "
-          f"{before['settings']['model']} ({args.before}) -> {after['settings']['model']} ({args.after})")
+          f"{s['model']} ({args.before}) -> {after['settings']['model']} ({args.after})")
     print(comparison_table(comparisons))
     for name, c in comparisons.items():
         print(f"{name}: {c['summary']}")

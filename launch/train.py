@@ -296,10 +296,8 @@ class Loop:
         kept, lags = fresh_episodes(episodes, self.version, cfg.algo.max_staleness)
         staleness = {"async/dropped_episodes": len(episodes) - len(kept), "async/max_lag": max(lags, default=0)}
         if not kept:   # nothing fresh enough: no update, no push
-            now = time.monotonic()
-            metrics = {**staleness, "weight_version": self.version, "time/step": now - self.last_step_end}
-            self.last_step_end = now
-            return metrics
+            return {**staleness, "weight_version": self.version, "time/step": self._step_time()}
+        kept_lags = [lag for lag in lags if lag <= cfg.algo.max_staleness]
         episodes = kept
         t0 = time.monotonic()
         learner_metrics = rt.learner.train_step(episodes)
@@ -320,17 +318,21 @@ class Loop:
         metrics.update({f"learner/{k}": v for k, v in learner_metrics.items() if k not in ("seconds", "tokens")})
         metrics.update({f"time/{k}": v for k, v in timers.items()})
         metrics.update(staleness)
-        now = time.monotonic()
-        metrics["time/step"] = now - self.last_step_end   # since the last step ended: overlapped phases count once
-        self.last_step_end = now
+        metrics["time/step"] = self._step_time()
         metrics["weight_version"] = self.version
         # how many versions behind the learner the sampling policy was (0 in the synchronous loop)
-        metrics["rollout/version_lag"] = sum(self.version - 1 - e.weight_version for e in episodes) / len(episodes)
+        metrics["rollout/version_lag"] = sum(kept_lags) / len(kept_lags)
         metrics["faults/rollout_workers_replaced"] = rt.rollout.replacements   # over the run so far
         metrics["faults/sandbox_actors_replaced"] = rt.executor.replacements
         metrics["weights/checksum"] = checksum
         metrics["weights/held_by_workers"] = held
         return metrics
+
+    def _step_time(self) -> float:
+        """Seconds since the last step ended (overlapped phases count once)."""
+        now = time.monotonic()
+        elapsed, self.last_step_end = now - self.last_step_end, now
+        return elapsed
 
 
 def fresh_episodes(episodes: list, version: int, bound: int) -> tuple[list, list[int]]:

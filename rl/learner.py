@@ -63,7 +63,6 @@ class Learner:
         # beta = 0 everywhere: the reference can never change the loss, so it is never loaded.
         self.reference = (AutoModelForCausalLM.from_pretrained(model_path, dtype=_DTYPES[dtype]).eval().requires_grad_(False)
                           if reference and not self.lora else None)
-        self.uses_reference = reference
         per_rank = episodes_per_step // algo.mini_batches // world_size
         ds_config = {
             "train_micro_batch_size_per_gpu": algo.micro_batch_size,

@@ -279,18 +279,23 @@ def delta_c2i(num_turns: int, first: int = 0, last: int | None = None) -> Statis
     return _episode_statistic("delta_c2i", num_turns, lambda e: float(e[a] and not e[z]))
 
 
+def _outcomes(value) -> list[float]:
+    """A task's outcomes: a bool (one), or a sequence of bools (its episodes or rows)."""
+    return [float(value)] if isinstance(value, (bool, np.bool_, int, np.integer, float)) else [float(v) for v in value]
+
+
 def _rate(value) -> float:
-    """A task's correctness: a bool, or a sequence of bools (its episodes) -> their mean."""
-    if isinstance(value, (bool, np.bool_, int, np.integer, float)):
-        return float(value)
-    values = list(value)
+    """A task's correctness: the mean of its outcomes."""
+    values = _outcomes(value)
     if not values:
         raise ValueError("a task has no outcomes")
-    return sum(float(v) for v in values) / len(values)
+    return sum(values) / len(values)
 
 
-def _outcomes(value) -> list[float]:
-    return [float(value)] if isinstance(value, (bool, np.bool_, int, np.integer, float)) else [float(v) for v in value]
+def _pooled_pair(pair) -> tuple[float, float]:
+    """A task's (after − before) successes and its number of outcomes."""
+    before, after = _outcomes(pair[0]), _outcomes(pair[1])
+    return sum(after) - sum(before), float(len(before))
 
 
 def rate_difference(pooled: bool = False) -> Statistic:
@@ -299,8 +304,7 @@ def rate_difference(pooled: bool = False) -> Statistic:
     Tasks weigh the same (a list is averaged), or with `pooled` every outcome does (the rate over
     all outcomes, as a benchmark's fix rate over its rows; tasks are still what is resampled)."""
     if pooled:
-        return Statistic("pooled_rate_difference",
-                         lambda pair: (sum(_outcomes(pair[1])) - sum(_outcomes(pair[0])), float(len(_outcomes(pair[0])))), _ratio)
+        return Statistic("pooled_rate_difference", _pooled_pair, _ratio)
     return Statistic("rate_difference", lambda pair: (_rate(pair[1]) - _rate(pair[0]), 1.0), _ratio)
 
 

@@ -6,7 +6,7 @@ generic note) and on held-out HumanEval (Acc@t1, Acc@t2, Δi→c, Δc→i), and 
 compared with the base, paired by task, with 95 % intervals and McNemar p-values
 (`selfcorrect compare`).
 
-    python bench/learning.py [--recipes repair grpo ...] [--steps 12] [--seed 0] [key=value ...]
+    python bench/learning.py [--recipes repair grpo ...] [--steps 12] [--seed 0] [--tag T key=value ...]
     python bench/learning.py --report                 # rebuild the tables and figure from finished runs
 
 Recipes (RECIPES below) are a preset plus the changes that make it a recipe; BUDGET applies to
@@ -15,7 +15,9 @@ replies per step as a two-turn recipe (8 samples of one turn for 4 samples of tw
 kept on disk under --runs and skipped when it is already there, so an interrupted experiment
 continues where it stopped, and the base model is evaluated once for all recipes (its greedy
 evaluations measured so far are kept in docs/results/learning-base/ and reused; --measure-base
-evaluates it again).
+evaluates it again). A recipe's finished result (its evaluations, training curves, config and
+time) is kept in docs/results/learning-runs/<recipe>-seed<seed>/, so a later session adds recipes
+to it without training the finished ones again (--retrain does).
 Writes <out>/learning.json, <out>/learning-curves.png and prints the Markdown tables.
 """
 from __future__ import annotations
@@ -92,10 +94,9 @@ def evaluate(model: str, folder: Path, recorded: Path | None = None) -> dict[str
     return results
 
 
-def train_recipe(recipe: str, steps: int, seed: int, runs: Path, overrides: list[str]) -> Path:
-    """The training run of one recipe (its folder; an existing finished one is reused)."""
+def train_recipe(recipe: str, name: str, steps: int, seed: int, runs: Path, overrides: list[str]) -> Path:
+    """The training run of one recipe, named `name` (its folder; an existing finished one is reused)."""
     preset, changes = RECIPES[recipe]
-    name = f"{recipe}-seed{seed}"
 
     def finished() -> list[Path]:
         return sorted(d for d in runs.glob(f"{name}-*") if (d / "final" / "config.json").is_file())
@@ -107,6 +108,23 @@ def train_recipe(recipe: str, steps: int, seed: int, runs: Path, overrides: list
           *BUDGET, *changes, *schedule, f"run.steps={steps}", f"run.seed={seed}", f"run.name={name}",
           f"run.output_dir={runs}", *overrides], runs / f"{name}.log")
     return finished()[-1]
+
+
+def record(label: str, run_dir: Path, recorded: Path) -> None:
+    """Keep one finished recipe's result in the repository: the runs folder does not outlive a session."""
+    folder = recorded / label
+    for name in EVALS:
+        (folder / "eval" / name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(run_dir / "eval" / name / "metrics.json", folder / "eval" / name / "metrics.json")
+    minutes = ((run_dir / "final" / "config.json").stat().st_mtime - (run_dir / "config.yaml").stat().st_mtime) / 60
+    shutil.copy(run_dir / "config.yaml", folder / "config.yaml")
+    (folder / "run.json").write_text(json.dumps({"run_dir": str(run_dir), "train_minutes": minutes,
+                                                 "curves": curves(run_dir)}, indent=2))
+
+
+def recorded_row(folder: Path, base: dict[str, dict]) -> dict:
+    row = summarize(folder.name, {name: load_evaluation(folder / "eval" / name) for name in EVALS}, base)
+    return {**row, **json.loads((folder / "run.json").read_text()), "config": (folder / "config.yaml").read_text()}
 
 
 def curves(run_dir: Path) -> dict:
@@ -209,28 +227,26 @@ def main():
     parser.add_argument("--runs", default="runs/learning", help="where the runs and evaluations are kept")
     parser.add_argument("--measure-base", action="store_true",
                         help="evaluate the base model again instead of taking docs/results/learning-base/ (what this bench measured before)")
-    parser.add_argument("--report", action="store_true", help="only rebuild the outputs from the finished runs under --runs")
+    parser.add_argument("--report", action="store_true", help="only rebuild the outputs from the recorded results")
+    parser.add_argument("--retrain", action="store_true", help="train and evaluate the chosen recipes again even when recorded")
+    parser.add_argument("--tag", default="", help="a name for this variant (a sweep point: the overrides below), part of its label")
     parser.add_argument("overrides", nargs="*", help="key=value applied to every recipe's training")
     args = parser.parse_args()
     runs = (REPO / args.runs).resolve()
-    if args.report:
-        base = {name: load_evaluation(runs / "base" / name) for name in EVALS}
-        done = [(d.name.rsplit("-", 2)[0], d) for d in sorted(runs.glob("*-seed*-*")) if (d / "final").is_dir()
-                and all((d / "eval" / name / "metrics.json").is_file() for name in EVALS)]
-    else:
-        base = evaluate(BASE_MODEL, runs / "base", None if args.measure_base else REPO / "docs" / "results" / "learning-base")
-        done = []
+    recorded = REPO / "docs" / "results" / "learning-runs"
+    base = evaluate(BASE_MODEL, runs / "base", None if args.measure_base else REPO / "docs" / "results" / "learning-base")
+    if not args.report:
         for recipe in args.recipes:
             for seed in args.seed:
-                run_dir = train_recipe(recipe, args.steps, seed, runs, args.overrides)
+                label = f"{recipe}{'-' + args.tag if args.tag else ''}-seed{seed}"
+                if (recorded / label / "run.json").is_file() and not args.retrain:
+                    print(f"[learning] {label}: recorded in {recorded / label}, kept (--retrain to run it again)", flush=True)
+                    continue
+                run_dir = train_recipe(recipe, label, args.steps, seed, runs, args.overrides)
                 evaluate(str(run_dir / "final"), run_dir / "eval")
-                done.append((f"{recipe}-seed{seed}", run_dir))
+                record(label, run_dir, recorded)
     rows = [summarize("base", base, None)]
-    for label, run_dir in done:
-        row = summarize(label, {name: load_evaluation(run_dir / "eval" / name) for name in EVALS}, base)
-        config = (run_dir / "config.yaml").read_text()
-        minutes = ((run_dir / "final" / "config.json").stat().st_mtime - (run_dir / "config.yaml").stat().st_mtime) / 60
-        rows.append({**row, "run_dir": str(run_dir), "config": config, "train_minutes": minutes, "curves": curves(run_dir)})
+    rows += [recorded_row(d, base) for d in sorted(recorded.glob("*-seed*")) if (d / "run.json").is_file()]
     out = REPO / args.out
     out.mkdir(parents=True, exist_ok=True)
     (out / "learning.json").write_text(json.dumps({"results": rows}, indent=2))

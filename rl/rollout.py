@@ -47,6 +47,20 @@ def cpu_share(index: int, count: int, cpus: int) -> str:
     return f"{first}-{last}" if last > first else str(first)
 
 
+def _no_split_prefill(max_model_len: int) -> dict:
+    """On CPU, never split a prompt's prefill across engine steps. vLLM (0.32) rewinds a seeded
+    request's random generator after a partial prefill, and a CPU generator cannot be rewound:
+    the engine dies ("CPU Generator does not use offset") as soon as a batch's prompts exceed one
+    step's token budget (4096 on CPU), i.e. at turn 2 of 16 episodes with long feedback. Every
+    request here is seeded (rl/rollout.py derive_seed), so chunked prefill goes; a step must then
+    hold at least one whole prompt."""
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return {}
+    return {"enable_chunked_prefill": False, "max_num_batched_tokens": max(4096, max_model_len)}
+
+
 class RolloutWorker:
     def __init__(self, model_path: str, dtype: str, max_model_len: int, seed: int,
                  kv_cache_gib: float = 1.0, gpu_memory_utilization: float = 0.4, cpu_slot: tuple[int, int] | None = None,
@@ -71,6 +85,7 @@ class RolloutWorker:
             # Logprobs after temperature/top-p: exactly the distribution tokens were drawn from,
             # which the learner reproduces with logits / temperature.
             logprobs_mode="processed_logprobs",
+            **_no_split_prefill(max_model_len),
         )
 
     def generate(self, prompts: list[list[int]], spec: SamplingSpec, first: int = 0) -> list[list[Sample]]:

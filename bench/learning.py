@@ -221,7 +221,7 @@ def plot(trained: list[dict], path: Path) -> None:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipes", nargs="+", default=["repair", "grpo"], choices=sorted(RECIPES))
-    parser.add_argument("--steps", type=int, default=12, help="learner steps per recipe (default 12: about 25 minutes here)")
+    parser.add_argument("--steps", type=int, default=12, help="learner steps per recipe (default 12: about 50 minutes on the 2-core VM)")
     parser.add_argument("--seed", type=int, nargs="+", default=[0], help="one run per recipe and seed")
     parser.add_argument("--out", default="docs/results")
     parser.add_argument("--runs", default="runs/learning", help="where the runs and evaluations are kept")

@@ -7,7 +7,7 @@ compared with the base, paired by task, with 95 % intervals and McNemar p-values
 (`selfcorrect compare`).
 
     python bench/learning.py [--recipes repair grpo ...] [--steps 12] [--seed 0] [--tag T key=value ...]
-    python bench/learning.py --report                 # rebuild the tables and figure from finished runs
+    python bench/learning.py --report                 # rebuild the tables and figure from the recorded results
 
 Recipes (RECIPES below) are a preset plus the changes that make it a recipe; BUDGET applies to
 all of them, then the command line's key=value. The single-turn GRPO control generates as many
@@ -16,7 +16,7 @@ kept on disk under --runs and skipped when it is already there, so an interrupte
 continues where it stopped, and the base model is evaluated once for all recipes (its greedy
 evaluations measured so far are kept in docs/results/learning-base/ and reused; --measure-base
 evaluates it again). A recipe's finished result (its evaluations, training curves, config and
-time) is kept in docs/results/learning-runs/<recipe>-seed<seed>/, so a later session adds recipes
+time) is kept in docs/results/learning-runs/<recipe>[-<tag>]-seed<seed>/, so a later session adds recipes
 to it without training the finished ones again (--retrain does).
 Writes <out>/learning.json, <out>/learning-curves.png and prints the Markdown tables.
 """

@@ -52,7 +52,7 @@ def _no_split_prefill(max_model_len: int) -> dict:
     request's random generator after a partial prefill, and a CPU generator cannot be rewound:
     the engine dies ("CPU Generator does not use offset") as soon as a batch's prompts exceed one
     step's token budget (4096 on CPU), i.e. at turn 2 of 16 episodes with long feedback. Every
-    request here is seeded (rl/rollout.py derive_seed), so chunked prefill goes; a step must then
+    request here is seeded (derive_seed), so chunked prefill goes; a step must then
     hold at least one whole prompt."""
     from vllm.platforms import current_platform
 

@@ -257,13 +257,22 @@ class LearnerGroup:
         ]
         self.nodes = ray.get([r.node_id.remote() for r in self.ranks])  # surfaces start-up errors here
         self.publish_timeout_s, self.bucket_mb = cfg.weight_sync.timeout_s, cfg.weight_sync.bucket_mb
+        # k2 and k3 have zero gradient while the policy is the reference (k1's is not 0); with
+        # one mini-batch per step, the policy cannot move between that check and the pass.
+        self.kl_stationary_at_reference = a.kl_estimator in ("k2", "k3") and a.mini_batches == 1
+        self.at_reference = self._ranks_at_reference()
+
+    def _ranks_at_reference(self) -> bool:
+        return all(ray.get([r.at_reference.remote() for r in self.ranks]))
 
     def train_step(self, batch: list[Episode]) -> dict[str, float]:
         """Each rank trains on its own shard (rl/learner.py:shards: only the episodes that can
         move the loss); returns the statistics over all ranks."""
-        parts = shards(batch, self.mini_batches, len(self.ranks), self.micro_batch_size, self.reference, self.critic,
+        kl_moves = self.reference and not (self.at_reference and self.kl_stationary_at_reference)
+        parts = shards(batch, self.mini_batches, len(self.ranks), self.micro_batch_size, kl_moves, self.critic,
                        self.micro_batch_tokens)
         results = ray.get([r.train_step.remote(part) for r, part in zip(self.ranks, parts)])
+        self.at_reference = all(r.pop("at_reference") for r in results)
         totals: dict[str, float] = {}
         for result in results:
             for k, v in result.items():
@@ -318,6 +327,7 @@ class LearnerGroup:
 
     def load_checkpoint(self, directory: str) -> int:
         (version,) = set(ray.get([r.load_checkpoint.remote(directory) for r in self.ranks]))
+        self.at_reference = self._ranks_at_reference()
         return version
 
     def node_id(self) -> str:

@@ -141,6 +141,7 @@ class LearnerConfig:
     memory_gib: float | None = opt(None, "Memory each learner rank reserves from Ray (null: none reserved).", min=0.0)
     lora_rank: int = opt(0, "Low-rank adapters (rl/lora.py) of this rank on every linear layer of the decoder blocks; 0: train every weight. With LoRA only the adapters get gradients and optimizer state, the KL reference is the model with its adapters off (no second copy), and the rollout workers get merged weights.", min=0)
     lora_alpha: float = opt(16.0, "LoRA scale numerator: the update is (lora_alpha / lora_rank) B A x.", min=0.0)
+    gradient_checkpointing: bool = opt(False, "Keep only each decoder layer's input for the backward pass and recompute the layer there: far less activation memory (the most of a learner step's peak at long sequences), for about one more forward pass of compute.")
     torch_threads: int | None = opt(None, "torch intra-op threads in the learner (null: every CPU of its node: in the synchronous loop the rollout workers are idle while it trains).", min=1)
 
 

@@ -26,7 +26,7 @@ from rl.config import AlgoConfig, Config, LearnerConfig
 from rl.episode import Episode
 from rl.logs import redirect_output
 from rl.lora import adapters_disabled, apply_lora, merged_state_dict
-from rl.losses import clipped_value_loss, policy_loss, selected_logits, selected_logprobs_and_entropy, tis_weights
+from rl.losses import clipped_value_loss, policy_logprobs_and_entropy, policy_loss, tis_weights
 from rl.weight_sync import TRANSPORTS, PublishedWeights, checksum_tensors
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -59,7 +59,9 @@ class Learner:
         self.lora = resources.lora_rank > 0
         if self.lora:   # adapters only are trained; the reference is the policy with them switched off
             apply_lora(self.policy, resources.lora_rank, resources.lora_alpha)
-        model = TrainingModel(self.policy, value_head=critic)
+        if resources.gradient_checkpointing:   # non-reentrant: also right when no input requires a gradient
+            self.policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model = TrainingModel(self.policy, value_head=critic, temperature=temperature)
         # beta = 0 everywhere: the reference can never change the loss, so it is never loaded.
         self.reference = (AutoModelForCausalLM.from_pretrained(model_path, dtype=_DTYPES[dtype]).eval().requires_grad_(False)
                           if reference and not self.lora else None)
@@ -128,14 +130,29 @@ class Learner:
         sums["tokens_padded"] = float(sum(len(mb) * max(len(e.layout.token_ids) for e in mb) for mbs in micro_batches for mb in mbs if mb))
         sums["seconds"] = time.monotonic() - start
         sums["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20   # Linux reports KiB
+        sums["at_reference"] = float(self.at_reference())
         return sums
+
+    def at_reference(self) -> bool:
+        """Whether the policy is still exactly the KL reference (no update has moved it yet:
+        the first steps of a run whose rewards are all equal, or a run just started). There the
+        k2 and k3 KL terms have exactly zero gradient (both are stationary at pi = pi_ref), so an
+        episode kept for its KL weight alone cannot move the loss. Exact comparison; False when
+        it cannot be checked cheaply (ZeRO-3's partitioned parameters)."""
+        if self.engine.zero_optimization_stage() == 3:
+            return False
+        if self.lora:   # the reference is the frozen base: equal while every adapter's B is 0
+            return not any(bool(p.any()) for name, p in self.policy.named_parameters() if name.endswith("lora_b"))
+        if self.reference is None:
+            return False
+        reference = dict(self.reference.named_parameters())
+        return all(torch.equal(p, reference[name]) for name, p in self.policy.named_parameters())
 
     def _micro_batch_loss(self, mb: list[Episode], old_logp, ref_logp, sequences: float, tokens: float,
                           value_points: float, first: bool, add):
         """This micro-batch's share of the mini-batch's loss; its statistics go to `add`."""
         t = self._tensors(mb)
-        logits, values = self.engine(t["ids"], t["attention"], t["select"])
-        logp, entropy = selected_logprobs_and_entropy(logits, t["ids"], t["select"], self.temperature)
+        logp, entropy, values = self.engine(t["ids"], t["attention"], t["select"])
         a = self.algo
         old_logp = logp.detach() if old_logp is None else old_logp
         is_weights, tis = tis_weights(old_logp, t["rollout_lp"], t["mask"], a.tis_cap) if a.tis_cap is not None else (None, {})
@@ -163,8 +180,8 @@ class Learner:
         parameter's hooks), and the optimizer steps as it would on masked episodes."""
         ids = torch.zeros(1, 2, dtype=torch.long, device=self.device)
         select = torch.tensor([[False, True]], device=self.device)
-        logits, values = self.engine(ids, torch.ones_like(ids), select)
-        return logits.sum() * 0.0 + (values.sum() * 0.0 if values is not None else 0.0)
+        logp, _, values = self.engine(ids, torch.ones_like(ids), select)
+        return logp.sum() * 0.0 + (values.sum() * 0.0 if values is not None else 0.0)
 
     def _grad_norm_before_step(self) -> float:
         """Norm of the (already all-reduced) gradients; DeepSpeed discards it for plain fp32."""
@@ -217,8 +234,7 @@ class Learner:
         width = t["ids"].shape[1]
         rows = [_loss_mask(e) if trained_only else e.layout.loss_mask for e in episodes]
         select = torch.tensor([r + [0] * (width - len(r)) for r in rows], dtype=torch.bool, device=self.device)
-        logits, _ = selected_logits(model, t["ids"], t["attention"], select)
-        return selected_logprobs_and_entropy(logits, t["ids"], select, self.temperature)[0]
+        return policy_logprobs_and_entropy(model, t["ids"], t["attention"], select, self.temperature)[0]
 
     def _reference_logprobs(self, episodes: Sequence[Episode], trained_only: bool = True) -> torch.Tensor:
         """Logprobs under the reference: the frozen copy, or with LoRA the policy without its adapters."""
@@ -243,7 +259,7 @@ class Learner:
                 out["reference"] += [row[:n] for row, n in zip(ref, lengths)]
             if values:
                 t = self._inputs(mb)
-                _, v = self.engine.module(t["ids"], t["attention"], torch.zeros_like(t["ids"], dtype=torch.bool))
+                _, _, v = self.engine.module(t["ids"], t["attention"], torch.zeros_like(t["ids"], dtype=torch.bool))
                 out["values"] += [row[:n] for row, n in zip(v.float().tolist(), lengths)]
         return out
 
@@ -368,8 +384,9 @@ def shards(batch: Sequence[Episode], mini_batches: int, world_size: int, micro_b
 
 
 def contributes(episode: Episode, reference: bool, critic: bool) -> bool:
-    """Whether any of the episode's loss terms can be non-zero: trained, and a policy token with an
-    advantage, or with a KL weight (when the reference is loaded), or a critic target."""
+    """Whether any of the episode's loss terms can have a non-zero gradient: trained, and a policy
+    token with an advantage, or with a KL weight (`reference`: the reference is loaded and the
+    KL term is not stationary where the policy is), or a critic target."""
     if not episode.credit.trained:
         return False
     if critic and episode.credit.value_positions:
@@ -415,21 +432,22 @@ def _has_kl(episodes: Sequence[Episode]) -> bool:
 
 
 class TrainingModel(torch.nn.Module):
-    """The policy as the engine trains it: forward(ids, attention, select) -> (logits at the
-    selected targets only, values or None); with `value_head`, PPO's scalar critic on the last
-    hidden state (zero-initialised: V = 0 everywhere at the start)."""
+    """The policy as the engine trains it: forward(ids, attention, select) -> (logprobs and
+    entropies of the selected targets at the sampling temperature, as [B, T] with 0 elsewhere;
+    values or None); with `value_head`, PPO's scalar critic on the last hidden state
+    (zero-initialised: V = 0 everywhere at the start)."""
 
-    def __init__(self, policy, value_head: bool):
+    def __init__(self, policy, value_head: bool, temperature: float):
         super().__init__()
-        self.policy = policy
+        self.policy, self.temperature = policy, temperature
         self.value_head = torch.nn.Linear(policy.config.hidden_size, 1, dtype=policy.dtype) if value_head else None
         if self.value_head is not None:
             torch.nn.init.zeros_(self.value_head.weight)
             torch.nn.init.zeros_(self.value_head.bias)
 
     def forward(self, input_ids, attention_mask, select):
-        logits, hidden = selected_logits(self.policy, input_ids, attention_mask, select)
-        return logits, None if self.value_head is None else self.value_head(hidden).squeeze(-1)
+        logp, entropy, hidden = policy_logprobs_and_entropy(self.policy, input_ids, attention_mask, select, self.temperature)
+        return logp, entropy, None if self.value_head is None else self.value_head(hidden).squeeze(-1)
 
 
 LearnerActor = ray.remote(Learner)

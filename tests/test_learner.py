@@ -154,9 +154,19 @@ def test_two_gloo_ranks_make_the_update_of_one(tiny_model, zero_stage, tmp_path)
         # The all-reduced gradient has the single rank's norm, and the loss is the same ...
         assert metrics_by[2]["grad_norm"] == pytest.approx(metrics_by[1]["grad_norm"], rel=1e-5)
         assert metrics_by[2]["loss"] == pytest.approx(metrics_by[1]["loss"], rel=1e-5)
-        # ... so the weights agree to a small fraction of the step (Adam's first step is ~lr a weight).
+        # ... so the weights agree to a small fraction of the step. Adam's first step is
+        # lr * g / (|g| + eps) a weight, whose sensitivity to g is lr * eps / (|g| + eps)^2: nil
+        # where |g| >> eps (a step of ~lr), but where |g| is a few eps (1e-8; a gradient that
+        # nearly cancels) it turns the all-reduce's float rounding into a visible difference, so
+        # those weights are held to a looser bound.
+        well_conditioned = 0
         for name in before:
-            assert float((after[1][name] - after[2][name]).abs().max()) < 1e-2 * moved, name
+            diff = (after[1][name] - after[2][name]).abs()
+            well = (after[1][name] - before[name]).abs() > 0.95 * moved   # |g| > ~20 eps
+            well_conditioned += int(well.sum())
+            assert float((diff * well).max()) < 1e-2 * moved, name
+            assert float(diff.max()) < 5e-2 * moved, name
+        assert well_conditioned > 0.5 * sum(t.numel() for t in before.values())
     finally:
         ray.shutdown()
 
@@ -284,3 +294,36 @@ def test_passes_sorted_by_length_under_a_token_budget_give_the_loss_of_padded_on
     assert a["loss"] == pytest.approx(b["loss"], rel=1e-6, abs=1e-9)
     for name in grads:
         assert close(grads[name], other[name]), name
+
+
+def test_gradient_checkpointing_gives_the_loss_and_gradient_without_it(tiny_model):
+    """learner.gradient_checkpointing recomputes the decoder layers in the backward pass: the same
+    loss and gradient as keeping their activations."""
+    batch = _credited(random.Random(9), 8)
+    results = []
+    for checkpointing in (True, False):
+        learner = _learner(_config(f"learner.gradient_checkpointing={str(checkpointing).lower()}"), tiny_model, 29801 + len(results))
+        assert learner.policy.is_gradient_checkpointing == checkpointing
+        steps = _capture_gradients(learner)
+        results.append((train_step(learner, batch), steps[0][0]))
+    (a, grads), (b, other) = results
+    assert a["loss"] == pytest.approx(b["loss"], rel=1e-6, abs=1e-9)
+    for name in grads:
+        assert close(grads[name], other[name]), name
+
+
+def test_kl_only_episodes_have_zero_gradient_while_the_policy_is_the_reference(tiny_model):
+    """Why the learner group leaves episodes kept for their KL weight alone out of a step while
+    the policy is still the reference (k3): their gradient is exactly 0, and the step leaves the
+    policy the reference; once a step with an advantage has moved it, it is not."""
+    cfg = _config("algo.kl_coef=0.05", "algo.kl_coef_first_turn=0.05")
+    learner = _learner(cfg, tiny_model, 29803)
+    assert learner.at_reference()
+    silent = [dataclasses.replace(e, credit=dataclasses.replace(e.credit, advantages=(0.0,) * len(e.turns), kl_coefs=(0.05,) * len(e.turns)))
+              for e in _credited(random.Random(10), 8)]
+    steps = _capture_gradients(learner)
+    sums = train_step(learner, silent)   # every episode run, as when the policy has moved
+    assert sums["tokens_computed"] > 0 and sums["at_reference"] == 1.0
+    assert all(float(g.abs().max()) == 0.0 for g in steps[0][0].values())
+    sums = train_step(learner, _credited(random.Random(11), 8))
+    assert sums["at_reference"] == 0.0 and not learner.at_reference()

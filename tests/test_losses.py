@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from rl.losses import aggregate, kl_estimate, masked_sequence_mean, policy_loss, ppo_clip_loss, token_logprobs_and_entropy
+from rl.losses import (aggregate, head_logprobs_and_entropy, kl_estimate, masked_sequence_mean, policy_loss, ppo_clip_loss,
+                       token_logprobs_and_entropy)
 
 
 def test_token_logprobs_shift_and_temperature():
@@ -18,6 +19,37 @@ def test_token_logprobs_shift_and_temperature():
     logp2, _ = token_logprobs_and_entropy(logits, ids, temperature=2.0)
     assert logp2[0, 1].item() == pytest.approx(math.log(math.sqrt(3) / (1 + math.sqrt(3))))
 
+
+
+def test_the_head_in_chunks_gives_the_logprobs_entropies_and_gradients_of_the_whole_head():
+    """Chunked and recomputed in the backward pass, the head's logprobs, entropies and the
+    gradients they give to the hidden states and the head's weight are those of one pass."""
+    torch.manual_seed(0)
+    ids = torch.randint(0, 50, (3, 20))
+    select = torch.rand(3, 20) < 0.6
+    select[:, 0] = False
+    weight = torch.randn(3, 20)
+    results = []
+    for chunk in (7, 1000):   # 7 does not divide the number of selected tokens
+        head = torch.nn.Linear(8, 50, bias=False)
+        with torch.no_grad():
+            head.weight.copy_(torch.linspace(-1, 1, 400).reshape(50, 8))
+        hidden = torch.linspace(-2, 2, int(select.sum()) * 8).reshape(-1, 8).requires_grad_(True)
+        logp, entropy = head_logprobs_and_entropy(head, hidden, ids, select, 1.3, chunk_tokens=chunk)
+        (logp * weight).sum().backward()
+        with torch.no_grad():   # the no-grad path (reference and old logprobs) gives the same values
+            assert torch.equal(head_logprobs_and_entropy(head, hidden, ids, select, 1.3, chunk_tokens=chunk)[0], logp.detach())
+        results.append((logp.detach(), entropy, hidden.grad, head.weight.grad))
+    assert bool((results[0][0][~select] == 0).all()) and bool((results[0][0][select] < 0).all())
+    for chunked, whole in zip(*results):
+        assert torch.allclose(chunked, whole, rtol=1e-6, atol=1e-7)
+    # and the values of the plain log-softmax over the logits at every position
+    full = torch.zeros(3, 20, 50)
+    full[select.roll(-1, 1)] = torch.nn.functional.linear(torch.linspace(-2, 2, int(select.sum()) * 8).reshape(-1, 8),
+                                                          torch.linspace(-1, 1, 400).reshape(50, 8))
+    logp, entropy = token_logprobs_and_entropy(full, ids, 1.3)
+    assert torch.allclose(logp[select], results[0][0][select], rtol=1e-6, atol=1e-6)
+    assert torch.allclose(entropy[select], results[0][1][select], rtol=1e-6, atol=1e-6)
 
 def test_k3_kl_values():
     logp = torch.tensor([math.log(0.5), math.log(0.25)])

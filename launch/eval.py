@@ -86,6 +86,10 @@ def parse_args(argv: list[str] | None = None) -> EvalArgs:
         fail(f"--limit must be at least 1, got {args.limit}")
     if args.chunk_tasks < 1:
         fail(f"--chunk-tasks must be at least 1, got {args.chunk_tasks}")
+    for override in args.overrides:   # keys only training reads: setting them here would change nothing
+        key = override.split("=", 1)[0].strip()
+        if key in TRAINING_ONLY_KEYS:
+            fail(f"{override}: {key} {TRAINING_ONLY_KEYS[key]}")
     out = Path(args.out) if args.out else Path("runs") / f"eval-{time.strftime('%Y%m%d-%H%M%S')}"
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         fail(f"--out {out}: exists and is not an empty folder")
@@ -105,6 +109,14 @@ def parse_args(argv: list[str] | None = None) -> EvalArgs:
         fail(f"config error: {exc}")
     return EvalArgs(cfg, args.split, args.limit, args.samples, args.temperature, ks, out, args.chunk_tasks,
                     tasks, model_path, argv, args.benchmark)
+
+
+TRAINING_ONLY_KEYS = {
+    "episode.environment": "is the training episodes' environment; selfcorrect eval runs eval.environment "
+                           "(self_correction; seeded with --benchmark, whose rows are the seeded first attempts)",
+    "episode.seeded_first_turns": "is the repair curriculum's share of seeded training tasks; to evaluate from "
+                                  "seeded first attempts use --benchmark",
+}
 
 
 def _load_benchmark(cfg: Config, benchmark: str, limit: int | None) -> list:

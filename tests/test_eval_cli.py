@@ -31,6 +31,8 @@ def no_ray(monkeypatch):
     (["--dataset", "starter", "--split", "heldout", "data.heldout_fraction=0"], "no tasks"),
     (["--dataset", "starter", "--feedback", "shout"], "--feedback"),
     (["--dataset", "starter", "no_such.key=1"], "unknown config key"),
+    (["--dataset", "starter", "episode.environment=repair"], "eval.environment"),
+    (["--dataset", "starter", "episode.seeded_first_turns=0.5"], "--benchmark"),
 ])
 def test_bad_input_exits_2_before_ray(argv, message, no_ray, capsys, tmp_path):
     with pytest.raises(SystemExit) as exc:

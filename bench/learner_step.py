@@ -36,13 +36,13 @@ from rl.models import resolve_model_path  # noqa: E402
 TASK = Task("t", "p", "f", (TestCase("call", "f(0)", "0"),), (TestCase("call", "f(1)", "1"),))
 
 
-def batch(rng: random.Random, silent_groups: int) -> list[Episode]:
+def batch(rng: random.Random, silent_groups: int, kl_coef: float = 0.01) -> list[Episode]:
     episodes = []
     for i in range(16):
         turns = [Turn([rng.randrange(100, 40000) for _ in range(p)], [rng.randrange(100, 40000) for _ in range(150)],
                       [-1.0] * 150, "stop", "x", Verdicts("x")) for p in (150, 60)]
         trained = i // 4 >= silent_groups
-        credit = Credit((0.0, 0.0), (0.0, 0.0), (rng.uniform(-1, 1), rng.uniform(-1, 1)), (0.01, 0.01), (), trained)
+        credit = Credit((0.0, 0.0), (0.0, 0.0), (rng.uniform(-1, 1), rng.uniform(-1, 1)), (kl_coef, kl_coef), (), trained)
         episodes.append(Episode(TASK, i % 4, i % 4, 0, turns, credit))
     return episodes
 

@@ -16,8 +16,9 @@ subclass of `Environment` constructed with the same arguments):
   self_correction  after each turn, `episode.feedback`: SCoRe's generic note (instruction) or
                    RLEF's failing public tests (execution)
   repair           the same, but for a share `episode.seeded_first_turns` of the tasks the first
-                   attempts are verified faulty programs (the repair curriculum, SCoRe's MBPP-R):
-                   the policy writes only the revisions
+                   attempts are verified faulty programs (the repair curriculum, SCoRe's MBPP-R),
+                   and for a share `episode.seeded_correct_turns` their rewritten reference
+                   solutions (verified to pass: to be kept): the policy writes only the revisions
   seeded           every task carries its own first attempt (the held-out repair benchmark)
 """
 from __future__ import annotations
@@ -154,26 +155,42 @@ class Environment:
 
 class Repair(Environment):
     """Self-correction whose first attempts are, for a share of the tasks, faulty programs the
-    environment wrote: verified to fail in the sandbox when the environment starts."""
+    environment wrote (verified to fail in the sandbox when the environment starts) and, for
+    another share, the task's reference solution rewritten (verified to pass): a curriculum of
+    fixing when wrong and keeping when right. The other tasks start from samples."""
 
     def __init__(self, episode: "EpisodeConfig", sandbox: "SandboxConfig", executor: Executor,
                  tasks: Sequence[Task], seed: int = 0):
-        from envs.repair import load_faulty_programs
+        from envs.repair import FaultyPrograms, load_correct_programs, load_faulty_programs
 
         super().__init__(episode, sandbox, executor, tasks, seed)
-        self.faulty = load_faulty_programs(tasks, episode.first_turns, executor, time_limit_s=sandbox.time_limit_s,
-                                           memory_mb=sandbox.memory_mb, seed=seed)
-        if not self.faulty.programs:
+        limits = dict(time_limit_s=sandbox.time_limit_s, memory_mb=sandbox.memory_mb)
+        self.faulty = (load_faulty_programs(tasks, episode.first_turns, executor, seed=seed, **limits)
+                       if episode.seeded_first_turns else FaultyPrograms({}))
+        if episode.seeded_first_turns and not self.faulty.programs:
             raise ValueError(f"episode.first_turns: no faulty program found for any of {len(tasks)} tasks from {episode.first_turns!r}")
+        self.correct = load_correct_programs(tasks, executor, **limits) if episode.seeded_correct_turns else {}
+        if episode.seeded_correct_turns and not self.correct:
+            raise ValueError(f"episode.seeded_correct_turns: none of the {len(tasks)} tasks has a reference solution "
+                             "that passes its tests once rewritten")
         self.rng = random.Random(seed + 1)
 
     def open(self, tasks: Sequence[Task], attempts: int) -> list[Opening]:
         from envs.repair import as_reply
 
-        openings = super().open(tasks, attempts)
-        return [Opening(o.message, [as_reply(p) for p in self.faulty.draw(t.task_id, attempts)])
-                if t.task_id in self.faulty and self.rng.random() < self.cfg.seeded_first_turns else o
-                for t, o in zip(tasks, openings)]
+        openings = []
+        for task, opening in zip(tasks, super().open(tasks, attempts)):
+            faulty, correct = task.task_id in self.faulty, task.task_id in self.correct
+            # One draw per task that could be seeded (none for the others: a run without correct
+            # seeds draws exactly as before they existed); below the faulty share, a faulty
+            # program, then the correct share, then the model's own first attempts.
+            u = self.rng.random() if faulty or correct else 1.0
+            if faulty and u < self.cfg.seeded_first_turns:
+                opening = Opening(opening.message, [as_reply(p) for p in self.faulty.draw(task.task_id, attempts)])
+            elif correct and self.cfg.seeded_first_turns <= u < self.cfg.seeded_first_turns + self.cfg.seeded_correct_turns:
+                opening = Opening(opening.message, [as_reply(self.correct[task.task_id])] * attempts)
+            openings.append(opening)
+        return openings
 
     def state_dict(self) -> dict:
         """Which tasks get seeded and which faulty programs they draw: both RNGs."""

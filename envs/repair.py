@@ -7,7 +7,8 @@ Sources:
 
 Every candidate is run once in the sandbox before training: only programs that really fail the
 task's hidden tests are kept (a mutant can be equivalent to the original), and the tasks that end
-up with none are reported.
+up with none are reported. Correct first attempts (`episode.seeded_correct_turns`) are the
+reference solutions rewritten (envs/rewrite.py), kept only where they pass every test.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from typing import Sequence
 from envs.datasets import DatasetError
 from envs.execution import ExecutionRequest, Executor
 from envs.mutations import mutate
+from envs.rewrite import rewrite
 from envs.tasks import Task
 
 
@@ -83,6 +85,23 @@ def load_faulty_programs(tasks: Sequence[Task], source: str, executor: Executor,
         if not result.all_passed and len(kept.get(task_id, [])) < per_task:
             kept.setdefault(task_id, []).append(program)
     return FaultyPrograms(kept, seed)
+
+
+def load_correct_programs(tasks: Sequence[Task], executor: Executor, time_limit_s: float = 5.0,
+                          memory_mb: int = 512) -> dict[str, str]:
+    """Task id -> its reference solution rewritten (envs/rewrite.py), kept only where the rewrite
+    passes every public and hidden test in the sandbox."""
+    programs = {}
+    for task in tasks:
+        if task.reference_solution:
+            try:
+                programs[task.task_id] = rewrite(task.reference_solution, task.entry_point, task.setup_code)
+            except SyntaxError:
+                continue
+    by_id = {t.task_id: t for t in tasks}
+    requests = [ExecutionRequest(program, by_id[i].public_tests + by_id[i].hidden_tests, by_id[i].entry_point,
+                                 by_id[i].setup_code, time_limit_s, memory_mb) for i, program in programs.items()]
+    return {i: program for (i, program), result in zip(programs.items(), executor.run(requests)) if result.all_passed}
 
 
 BENCHMARKS = {"repair_v1": Path(__file__).with_name("data") / "repair_benchmark_v1.jsonl"}

@@ -116,6 +116,8 @@ TRAINING_ONLY_KEYS = {
                            "(self_correction; seeded with --benchmark, whose rows are the seeded first attempts)",
     "episode.seeded_first_turns": "is the repair curriculum's share of seeded training tasks; to evaluate from "
                                   "seeded first attempts use --benchmark",
+    "episode.seeded_correct_turns": "is the repair curriculum's share of training tasks seeded with a correct "
+                                    "program; to evaluate from seeded first attempts use --benchmark",
 }
 
 

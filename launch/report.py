@@ -15,7 +15,7 @@ from pathlib import Path
 # (title, metric keys) of each chart; a chart whose keys the run never logged is left out
 CHARTS = [
     ("reward", ["reward/mean", "reward/turn1", "reward/turn2", "reward/turn3"]),
-    ("training accuracy", ["train/acc_t1", "train/acc_t2", "train/acc_t3", "repair/fixed"]),
+    ("training accuracy", ["train/acc_t1", "train/acc_t2", "train/acc_t3", "repair/fixed", "repair/kept"]),
     ("self-correction", ["train/delta", "train/delta_i2c", "train/delta_c2i"]),
     ("learner", ["learner/kl", "kl/reward_mean", "learner/entropy", "learner/clip_fraction", "learner/grad_norm"]),
     ("seconds per step", ["time/generation", "time/execution", "time/passes", "time/training", "time/push", "time/step"]),

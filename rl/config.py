@@ -67,6 +67,7 @@ class EpisodeConfig:
     max_feedback_chars: int = opt(800, "Truncate execution feedback to this many characters.", min=50)
     max_failures_shown: int = opt(3, "Failing public tests shown in execution feedback.", min=1)
     seeded_first_turns: float = opt(0.5, "repair: share of the tasks whose first attempts are faulty programs from first_turns instead of samples.", min=0.0, max=1.0)
+    seeded_correct_turns: float = opt(0.0, "repair: share of the tasks whose first attempts are their reference solution, rewritten so it is not verbatim (envs/rewrite.py) and verified to pass: episodes whose reward is for keeping a right program. Drawn beside seeded_first_turns (the two shares add up to at most 1); the rest start from samples.", min=0.0, max=1.0)
     first_turns: str = opt("mutations", "repair: faulty first attempts: 'mutations' (single-point mutants of reference solutions, verified to fail) or a JSONL file of {task_id, program}.")
     revisions_per_attempt: int = opt(1, "Episodes continuing each sampled first attempt: k > 1 gives turn 2 a baseline over revisions of the same attempt (rollout.samples_per_task must be a multiple).", min=1)
 
@@ -337,8 +338,12 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"rollout.samples_per_task: {cfg.algo.advantage} needs a group of at least {estimator(cfg.algo.advantage).min_group_size} samples per task")
     if cfg.rollout.samples_per_task % cfg.episode.revisions_per_attempt:
         raise ConfigError(f"episode.revisions_per_attempt: {cfg.episode.revisions_per_attempt} does not divide rollout.samples_per_task={cfg.rollout.samples_per_task}")
-    if cfg.episode.environment == "repair" and cfg.episode.seeded_first_turns == 0:
-        raise ConfigError("episode.seeded_first_turns: 0 with episode.environment=repair seeds no episode")
+    if cfg.episode.environment == "repair" and cfg.episode.seeded_first_turns == 0 and cfg.episode.seeded_correct_turns == 0:
+        raise ConfigError("episode.seeded_first_turns: 0 with episode.environment=repair seeds no episode "
+                          "(and episode.seeded_correct_turns is 0)")
+    if cfg.episode.seeded_first_turns + cfg.episode.seeded_correct_turns > 1:
+        raise ConfigError(f"episode.seeded_correct_turns: {cfg.episode.seeded_correct_turns} with episode.seeded_first_turns="
+                          f"{cfg.episode.seeded_first_turns} seeds more than every task (the two shares add up to at most 1)")
     if cfg.learner.lora_rank and cfg.learner.zero_stage == 3:
         raise ConfigError("learner.lora_rank: LoRA with learner.zero_stage=3 is not supported (the adapters' optimizer "
                           "state is small: use zero_stage 0-2, or lora_rank=0 to partition the whole model)")

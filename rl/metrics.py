@@ -212,8 +212,11 @@ def step_metrics(episodes, num_turns: int) -> dict[str, float]:
     seeded = [[t.correct for t in e.turns] for e in episodes if e.turns[0].seeded]
     metrics = {f"train/{k}": v for k, v in self_correction_report(sampled, num_turns).items()} if sampled else {}
     metrics["repair/seeded_fraction"] = len(seeded) / len(episodes)
-    if seeded:
-        metrics["repair/fixed"] = sum(c[-1] for c in seeded) / len(seeded)
+    faulty, correct = [c for c in seeded if not c[0]], [c for c in seeded if c[0]]
+    if faulty:
+        metrics["repair/fixed"] = sum(c[-1] for c in faulty) / len(faulty)
+    if correct:
+        metrics["repair/kept"] = sum(c[-1] for c in correct) / len(correct)
     rewards = [e.credit.rewards for e in episodes]
     for t in range(num_turns):
         at_t = [r[t] for r in rewards if len(r) > t]

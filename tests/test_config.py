@@ -61,6 +61,8 @@ def test_bad_file_is_rejected_with_key_and_file(tmp_path, source, expected):
     ("episode.environment=no_such_env", r"episode\.environment: unknown environment 'no_such_env'"),
     (f"episode.environment={REPO}/tests/plugins/reply_length.py:reply_length", r"not a subclass of envs.environments.Environment"),
     ("episode.environment=repair episode.seeded_first_turns=0", None),
+    ("episode.environment=repair episode.seeded_first_turns=0.6 episode.seeded_correct_turns=0.5",
+     r"episode\.seeded_correct_turns: 0\.5 with episode\.seeded_first_turns=0\.6 seeds more than every task"),
 ])
 def test_bad_override_is_rejected_by_name(override, expected):
     expected = expected or r"episode\.seeded_first_turns: 0 with episode\.environment=repair seeds no episode"

@@ -1,19 +1,20 @@
 """Environments and episode records: code extraction, feedback, the exact token layout of a
 multi-turn conversation, and the loss mask. The policy here is a script of replies (the vLLM path
 is in test_e2e.py); tokenizer and sandbox are the real ones."""
+import collections
 import dataclasses
 
 import pytest
 
 from envs.chat import INSTRUCTION_FEEDBACK, ChatFormat, execution_feedback, extract_code, first_user_message
-from envs.environments import Environment, Opening, make_environment
+from envs.environments import Environment, Opening, Verdicts, make_environment
 from envs.execution import TestResult, Verdict
 from envs.sandbox import make_executor
 from envs.tasks import Task, TestCase
 from rl.advantages import ENV_TURN
 from rl.config import EpisodeConfig, SandboxConfig
 from rl.credit import baseline_keys
-from rl.episode import Credit, run_episodes
+from rl.episode import Credit, Episode, Turn, run_episodes
 from rl.rollout import Sample, SamplingSpec
 
 TASK = Task(
@@ -239,3 +240,44 @@ def test_the_repair_environment_seeds_verified_faulty_programs(tokenizer, execut
     assert env.faulty.programs == {"t/double": ["def double(x):\n    return x - 2"]}
     (opening,) = env.open([TASK], 2)
     assert opening.first_replies == ["```python\ndef double(x):\n    return x - 2\n```"] * 2
+
+
+
+def test_the_repair_environment_seeds_correct_programs_to_keep(tokenizer, executor):
+    task = dataclasses.replace(TASK, reference_solution='def double(x):\n    """Twice x."""\n    result = 2 * x\n    return result\n')
+    broken = dataclasses.replace(TASK, task_id="t/broken", reference_solution="def double(x):\n    return x\n")
+    cfg = EpisodeConfig(max_turns=2, feedback="execution", seeded_first_turns=0.0, seeded_correct_turns=1.0)
+    env = make_environment("repair", cfg, SandboxConfig(), executor, [task, broken])
+    # rewritten (docstring dropped, the local renamed) and verified: the one that fails is left out
+    assert env.correct == {"t/double": "def double(x):\n    out = 2 * x\n    return out\n"}
+    opened, own = env.open([task, broken], 2)
+    assert opened.first_replies == ["```python\ndef double(x):\n    out = 2 * x\n    return out\n```"] * 2
+    assert own.first_replies is None
+
+
+def test_the_repair_environment_draws_faulty_correct_and_own_first_attempts_by_share(tokenizer, executor):
+    from envs.repair import FaultyPrograms
+
+    task = dataclasses.replace(TASK, reference_solution="def double(x):\n    return 2 * x\n")
+    cfg = EpisodeConfig(max_turns=2, feedback="execution", seeded_first_turns=0.25, seeded_correct_turns=0.5)
+    env = make_environment("repair", cfg, SandboxConfig(), executor, [task])
+    env.faulty = FaultyPrograms({"t/double": ["def double(x):\n    return x - 2"]})
+    kinds = collections.Counter()
+    for _ in range(400):
+        (o,) = env.open([task], 1)
+        kinds["own" if o.first_replies is None else "faulty" if "x - 2" in o.first_replies[0] else "correct"] += 1
+    assert 70 < kinds["faulty"] < 130 and 170 < kinds["correct"] < 230 and 70 < kinds["own"] < 130, kinds
+
+
+def test_step_metrics_report_the_fix_and_keep_rates_of_seeded_episodes():
+    from rl.metrics import step_metrics
+
+    def episode(first_correct, last_correct, seeded=True):
+        turns = [Turn([1], [2], [0.0], "stop", "", Verdicts("x" if ok else None), seeded=s)
+                 for ok, s in ((first_correct, seeded), (last_correct, False))]
+        return Episode(TASK, 0, 0, 0, turns, Credit((0.0, float(last_correct)), (0.0, 0.0), (0.0, 0.0), (0.0, 0.0), ()))
+
+    m = step_metrics([episode(False, True), episode(False, False), episode(True, True), episode(True, False),
+                      episode(True, True), episode(False, True, seeded=False)], 2)
+    assert m["repair/fixed"] == 0.5 and m["repair/kept"] == pytest.approx(2 / 3) and m["repair/seeded_fraction"] == pytest.approx(5 / 6)
+    assert "repair/kept" not in step_metrics([episode(False, True)], 2)

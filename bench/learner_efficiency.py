@@ -27,6 +27,7 @@ import argparse
 import json
 import platform
 import random
+import resource
 import subprocess
 import sys
 import time
@@ -58,6 +59,7 @@ def matmul_rate(m: int, k: int, n: int, repeats: int = 10) -> float:
 
 
 def useful_flops(policy, episodes, reference: bool) -> float:
+    """The FLOPs the update needs on these episodes (see the module docstring)."""
     cfg = policy.config
     width, layers, vocab = cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size
     body = sum(p.numel() for name, p in policy.named_parameters() if p.dim() == 2 and "embed_tokens" not in name and "lm_head" not in name)
@@ -85,8 +87,6 @@ def child(name: str, steps: int, model: str) -> None:
     seconds = []
     for _ in range(steps):
         seconds.append(learner.train_step(shard)["seconds"])
-    import resource
-
     print(json.dumps({
         "config": name, "seconds": seconds, "tokens": sum(len(e.layout.token_ids) for e in episodes),
         "flops": useful_flops(learner.policy, episodes, options["reference"]),

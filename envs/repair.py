@@ -91,17 +91,16 @@ def load_correct_programs(tasks: Sequence[Task], executor: Executor, time_limit_
                           memory_mb: int = 512) -> dict[str, str]:
     """Task id -> its reference solution rewritten (envs/rewrite.py), kept only where the rewrite
     passes every public and hidden test in the sandbox."""
-    programs = {}
+    candidates = []
     for task in tasks:
         if task.reference_solution:
             try:
-                programs[task.task_id] = rewrite(task.reference_solution, task.entry_point, task.setup_code)
+                candidates.append((task, rewrite(task.reference_solution, task.entry_point, task.setup_code)))
             except SyntaxError:
                 continue
-    by_id = {t.task_id: t for t in tasks}
-    requests = [ExecutionRequest(program, by_id[i].public_tests + by_id[i].hidden_tests, by_id[i].entry_point,
-                                 by_id[i].setup_code, time_limit_s, memory_mb) for i, program in programs.items()]
-    return {i: program for (i, program), result in zip(programs.items(), executor.run(requests)) if result.all_passed}
+    requests = [ExecutionRequest(program, task.public_tests + task.hidden_tests, task.entry_point, task.setup_code,
+                                 time_limit_s, memory_mb) for task, program in candidates]
+    return {task.task_id: program for (task, program), result in zip(candidates, executor.run(requests)) if result.all_passed}
 
 
 BENCHMARKS = {"repair_v1": Path(__file__).with_name("data") / "repair_benchmark_v1.jsonl"}

@@ -24,7 +24,8 @@ def rewrite(source: str, entry_point: str, setup_code: str = "") -> str:
     keyword), nor names that are also module-level, builtins, keyword arguments, imports or match
     captures. Comments disappear with the AST round trip. A program that this leaves the same up
     to formatting (a one-line function without locals or docstring) gets its parameters renamed
-    instead; the sandbox check in `build` confirms the tests still pass.
+    instead; whoever uses the result runs it in the sandbox to confirm the tests still pass
+    (bench/build_repair_benchmark.py:build, envs/repair.py:load_correct_programs).
     """
     original = ast.dump(ast.parse(source))
     tree = ast.parse(source)

@@ -9,12 +9,14 @@ import pytest
 from envs.chat import INSTRUCTION_FEEDBACK, ChatFormat, execution_feedback, extract_code, first_user_message
 from envs.environments import Environment, Opening, Verdicts, make_environment
 from envs.execution import TestResult, Verdict
+from envs.repair import FaultyPrograms
 from envs.sandbox import make_executor
 from envs.tasks import Task, TestCase
 from rl.advantages import ENV_TURN
 from rl.config import EpisodeConfig, SandboxConfig
 from rl.credit import baseline_keys
 from rl.episode import Credit, Episode, Turn, run_episodes
+from rl.metrics import step_metrics
 from rl.rollout import Sample, SamplingSpec
 
 TASK = Task(
@@ -242,7 +244,6 @@ def test_the_repair_environment_seeds_verified_faulty_programs(tokenizer, execut
     assert opening.first_replies == ["```python\ndef double(x):\n    return x - 2\n```"] * 2
 
 
-
 def test_the_repair_environment_seeds_correct_programs_to_keep(tokenizer, executor):
     task = dataclasses.replace(TASK, reference_solution='def double(x):\n    """Twice x."""\n    result = 2 * x\n    return result\n')
     broken = dataclasses.replace(TASK, task_id="t/broken", reference_solution="def double(x):\n    return x\n")
@@ -256,8 +257,6 @@ def test_the_repair_environment_seeds_correct_programs_to_keep(tokenizer, execut
 
 
 def test_the_repair_environment_draws_faulty_correct_and_own_first_attempts_by_share(tokenizer, executor):
-    from envs.repair import FaultyPrograms
-
     task = dataclasses.replace(TASK, reference_solution="def double(x):\n    return 2 * x\n")
     cfg = EpisodeConfig(max_turns=2, feedback="execution", seeded_first_turns=0.25, seeded_correct_turns=0.5)
     env = make_environment("repair", cfg, SandboxConfig(), executor, [task])
@@ -270,8 +269,6 @@ def test_the_repair_environment_draws_faulty_correct_and_own_first_attempts_by_s
 
 
 def test_step_metrics_report_the_fix_and_keep_rates_of_seeded_episodes():
-    from rl.metrics import step_metrics
-
     def episode(first_correct, last_correct, seeded=True):
         turns = [Turn([1], [2], [0.0], "stop", "", Verdicts("x" if ok else None), seeded=s)
                  for ok, s in ((first_correct, seeded), (last_correct, False))]

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from launch.runtime import load_split, resolve_model
+from launch.runtime import held_out_tasks, resolve_model
 from rl.config import Config, ConfigError, load_config
 
 
@@ -35,6 +35,7 @@ class EvalArgs:
     tasks: list            # loaded and checked before anything starts
     model_path: str
     argv: list[str]
+    environment: str       # what the episodes run in: eval.environment, or seeded on a benchmark
     benchmark: str | None = None
 
 
@@ -99,16 +100,19 @@ def parse_args(argv: list[str] | None = None) -> EvalArgs:
     flags = [f"{key}={json.dumps(value)}" for key, value in (
         ("model.path", args.model), ("data.dataset", args.dataset), ("episode.max_turns", args.turns),
         ("episode.feedback", args.feedback), ("rollout.max_new_tokens", args.max_new_tokens),
-        ("eval.temperature", args.temperature), ("eval.environment", "seeded" if args.benchmark else None),
+        ("eval.temperature", args.temperature), ("eval.benchmark", args.benchmark),
     ) if value is not None]
     try:
         cfg = load_config(args.config, [*args.overrides, *flags])
-        tasks = _load_benchmark(cfg, args.benchmark, args.limit) if args.benchmark else _load_tasks(cfg, args.split, args.limit)
+        tasks, environment = held_out_tasks(cfg, args.split, args.limit)
+        if not tasks:
+            raise ConfigError(f"data.dataset: {cfg.data.dataset!r} has no tasks in split {args.split!r} "
+                              f"(data.heldout_fraction={cfg.data.heldout_fraction:g})")
         model_path = resolve_model(cfg)
     except ConfigError as exc:
         fail(f"config error: {exc}")
     return EvalArgs(cfg, args.split, args.limit, args.samples, args.temperature, ks, out, args.chunk_tasks,
-                    tasks, model_path, argv, args.benchmark)
+                    tasks, model_path, argv, environment, cfg.eval.benchmark or None)
 
 
 TRAINING_ONLY_KEYS = {
@@ -120,30 +124,6 @@ TRAINING_ONLY_KEYS = {
                                     "program; to evaluate from seeded first attempts use --benchmark",
 }
 
-
-def _load_benchmark(cfg: Config, benchmark: str, limit: int | None) -> list:
-    """One task per benchmark row, from the held-out split of its dataset; --limit keeps a
-    deterministic subset of the rows."""
-    import random
-
-    from envs.datasets import DatasetError
-    from envs.repair import load_benchmark
-
-    try:
-        tasks = load_benchmark(benchmark, cfg.data.heldout_fraction, cfg.data.split_seed)
-    except DatasetError as exc:
-        raise ConfigError(f"--benchmark: {exc}") from None
-    if limit is not None and limit < len(tasks):
-        tasks = sorted(random.Random(0).sample(tasks, limit), key=lambda t: t.task_id)
-    return tasks
-
-
-def _load_tasks(cfg: Config, split: str, limit: int | None) -> list:
-    tasks = load_split(cfg, split, limit)
-    if not tasks:
-        raise ConfigError(f"data.dataset: {cfg.data.dataset!r} has no tasks in split {split!r} "
-                          f"(data.heldout_fraction={cfg.data.heldout_fraction:g})")
-    return tasks
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -167,7 +147,7 @@ def evaluate(args: EvalArgs) -> dict:
     started = time.monotonic()
     with Runtime(cfg, args.model_path, learner=False, log_dir=str(args.out / "logs")) as rt:
         ready = time.monotonic()
-        env = rt.environment(cfg.eval.environment, args.tasks)
+        env = rt.environment(args.environment, args.tasks)
         episodes, metrics = run_evaluation(rt, env, args.tasks, samples=args.samples, temperature=args.temperature,
                                            ks=args.ks, chunk_tasks=args.chunk_tasks,
                                            progress=lambda line: print(f"[eval] {line}", flush=True))
@@ -186,7 +166,7 @@ def evaluate(args: EvalArgs) -> dict:
             "model": cfg.model.path, "model_path": args.model_path,
             "dataset": f"benchmark {args.benchmark}" if args.benchmark else cfg.data.dataset,
             "split": args.split, "limit": args.limit, "tasks": len(by_task), "samples_per_task": args.samples,
-            "turns": turns, "environment": cfg.eval.environment, "feedback": cfg.episode.feedback,
+            "turns": turns, "environment": args.environment, "feedback": cfg.episode.feedback,
             "temperature": args.temperature, "top_p": cfg.rollout.top_p if args.temperature > 0 else 1.0,
             "max_new_tokens": cfg.rollout.max_new_tokens, "ks": args.ks,
             "stop_on_public_pass": cfg.episode.stop_on_public_pass, "isolation": isolation, "sandbox": sandbox_info,

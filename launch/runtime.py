@@ -31,6 +31,27 @@ def load_split(cfg: Config, split: str, limit: int | None) -> list:
         raise ConfigError(f"data.dataset: {exc}") from None
 
 
+def held_out_tasks(cfg: Config, split: str = "heldout", limit: int | None = None) -> tuple[list, str]:
+    """What a held-out evaluation runs, and the environment its episodes run in: one task per row
+    of eval.benchmark (its first attempt seeded: the `seeded` environment; `limit` keeps a
+    deterministic subset of the rows), or else the tasks of `split` of the dataset with
+    eval.environment."""
+    import random
+
+    from envs.datasets import DatasetError
+    from envs.repair import load_benchmark
+
+    if not cfg.eval.benchmark:
+        return load_split(cfg, split, limit), cfg.eval.environment
+    try:
+        tasks = load_benchmark(cfg.eval.benchmark, cfg.data.heldout_fraction, cfg.data.split_seed)
+    except DatasetError as exc:
+        raise ConfigError(f"eval.benchmark: {exc}") from None
+    if limit is not None and limit < len(tasks):
+        tasks = sorted(random.Random(0).sample(tasks, limit), key=lambda t: t.task_id)
+    return tasks, "seeded"
+
+
 def resolve_model(cfg: Config) -> str:
     """model.path as a folder or hub id that from_pretrained and vLLM load offline."""
     from rl.models import resolve_model_path

@@ -55,13 +55,13 @@ def train(cfg: Config) -> dict:
     """Runs the whole job; returns {'run_dir', 'before', 'after', 'comparison'} (the evaluation
     reports, and the paired after − before differences when both ran)."""
     from launch import checkpoint
-    from launch.runtime import Runtime, load_split, resolve_model
-    from rl.report import accuracy_table, comparison_table
+    from launch.runtime import Runtime, held_out_tasks, load_split, resolve_model
+    from rl.report import accuracy_table, comparison_table, repair_table
     from rl.tracking import Tracker
 
     # Everything that can fail on user input fails here, before Ray or vLLM start.
     train_tasks = load_split(cfg, "train", cfg.data.limit)
-    eval_tasks = load_split(cfg, "heldout", cfg.eval.max_tasks or cfg.data.limit)
+    eval_tasks, eval_environment = held_out_tasks(cfg, "heldout", cfg.eval.max_tasks or (None if cfg.eval.benchmark else cfg.data.limit))
     if not train_tasks:
         raise ConfigError(f"data.dataset: {cfg.data.dataset!r} has no training tasks")
     model_path = resolve_model(cfg)
@@ -90,7 +90,7 @@ def train(cfg: Config) -> dict:
     print(f"run directory: {run_dir}")
     with Runtime(cfg, model_path, learner=True, run_name=run_dir.name, log_dir=str(run_dir / "logs")) as rt:
         train_env = rt.environment(cfg.episode.environment, train_tasks)
-        eval_env = rt.environment(cfg.eval.environment, eval_tasks) if eval_tasks else None
+        eval_env = rt.environment(eval_environment, eval_tasks) if eval_tasks else None
         if resumed is None:
             metadata = {"isolation": rt.executor.isolation, "sandbox": rt.executor.info, "model_path": model_path,
                         "train_tasks": len(train_tasks), "eval_tasks": len(eval_tasks),
@@ -107,7 +107,11 @@ def train(cfg: Config) -> dict:
                                resumed and (resumed, resume))
     if reports:
         rows = {name: r for name, r in reports.items() if name in ("before", "after")}
-        print(accuracy_table(rows, cfg.episode.max_turns, f"held-out ({len(eval_tasks)} tasks)"))
+        held_out = f"benchmark {cfg.eval.benchmark} ({len(eval_tasks)} rows)" if cfg.eval.benchmark else f"held-out ({len(eval_tasks)} tasks)"
+        print(accuracy_table(rows, cfg.episode.max_turns, held_out))
+        if cfg.eval.benchmark:
+            print()
+            print(repair_table(rows))
     if "comparison" in reports:
         print()
         print(comparison_table(reports["comparison"]))
@@ -126,11 +130,15 @@ def run_loop(cfg: Config, rt, tracker, train_env, eval_env, train_tasks, eval_ta
     from envs.tasks import TaskSampler
     from launch import checkpoint
     from launch.runtime import evaluate
-    from rl.metrics import correctness, paired_comparisons
+    from rl.metrics import benchmark_rows, correctness, paired_comparisons, repair_metrics
     from rl.report import episode_tables
 
     def held_out(version: int):
-        return evaluate(rt, eval_env, eval_tasks, samples=1, temperature=cfg.eval.temperature, ks=[1], weight_version=version)
+        episodes, report = evaluate(rt, eval_env, eval_tasks, samples=1, temperature=cfg.eval.temperature, ks=[1],
+                                    weight_version=version)
+        if cfg.eval.benchmark:
+            report.update(repair_metrics(episodes))
+        return episodes, report
 
     loop = Loop(cfg, rt, train_env, run_dir / "rollouts" if cfg.run.save_rollouts else None)
     sampler = TaskSampler(train_tasks, cfg.run.seed)
@@ -192,7 +200,9 @@ def run_loop(cfg: Config, rt, tracker, train_env, eval_env, train_tasks, eval_ta
         tracker.log(cfg.run.steps, {f"eval/{k}": v for k, v in reports["after"].items()})
     if len(episodes) == 2:   # the same tasks before and after: the paired difference and its noise
         reports["comparison"] = paired_comparisons(*(correctness(episodes[when]) for when in ("before", "after")),
-                                                    cfg.episode.max_turns)
+                                                    cfg.episode.max_turns, benchmark_rows(episodes["before"]) if cfg.eval.benchmark else None)
+        if cfg.eval.benchmark:   # the first attempts are the benchmark's own, the same before and after
+            del reports["comparison"]["acc_t1"]
         tracker.log(cfg.run.steps, {f"eval/change_{name}_{k}": c[k] for name, c in reports["comparison"].items()
                                     for k in ("difference", "low", "high", "p_value")})
     if cfg.run.save_final:

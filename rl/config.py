@@ -177,7 +177,8 @@ class EvalConfig:
     before: bool = opt(True, "Evaluate on held-out tasks before training.")
     after: bool = opt(True, "Evaluate on held-out tasks after training.")
     environment: str = opt("self_correction", "Environment of the held-out evaluation (train's before/after and selfcorrect eval); self_correction: the policy writes every turn.")
-    max_tasks: int | None = opt(None, "Evaluate on at most this many held-out tasks (null: all).", min=1)
+    benchmark: str = opt("", "Evaluate before and after training on a benchmark of seeded first attempts instead of the held-out split: repair_v1 (envs/data/repair_benchmark_v1.jsonl: faulty and correct programs of held-out tasks) or a JSONL file of rows (docs/repair_benchmark.md). The policy writes only the revisions (the seeded environment); the report adds the fix and keep rates and their paired change. Empty: the held-out split, with eval.environment.")
+    max_tasks: int | None = opt(None, "Evaluate on at most this many held-out tasks, or benchmark rows (a deterministic subset; null: all).", min=1)
     temperature: float = opt(0.0, "0: greedy decoding (as SCoRe reports).", min=0.0)
 
 
@@ -332,6 +333,9 @@ def validate(cfg: Config) -> None:
         check_signature(REWARDS.get(cfg.reward.name), cfg.reward.name, cfg.reward.format)
     except RewardError as exc:
         raise ConfigError(f"reward.name: {exc} (reward.format={cfg.reward.format})") from None
+    if cfg.eval.benchmark and cfg.eval.environment not in ("self_correction", "seeded"):
+        raise ConfigError(f"eval.environment: {cfg.eval.environment!r} with eval.benchmark={cfg.eval.benchmark!r}: a benchmark's "
+                          "episodes run in the seeded environment (its rows are the first attempts); set one or the other")
     if cfg.data.dataset == "jsonl" and not cfg.data.path:
         raise ConfigError("data.path: the jsonl dataset needs a file (data.path=tasks.jsonl)")
     if cfg.rollout.samples_per_task < estimator(cfg.algo.advantage).min_group_size:

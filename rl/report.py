@@ -17,6 +17,16 @@ def accuracy_table(rows: dict[str, dict], num_turns: int, label: str) -> str:
     return "\n".join(_md_table(header, body))
 
 
+def repair_table(rows: dict[str, dict]) -> str:
+    """The repair benchmark's fix rate (faulty first attempt -> correct at the last turn) and keep
+    rate (correct first attempt -> still correct), with their 95 % intervals and row counts, one
+    row per named report (rl/metrics.py:repair_metrics)."""
+    header = ["repair benchmark", "fix rate: faulty → correct [95 % CI]", "keep rate: correct → still correct [95 % CI]"]
+    body = [[name, *(f"{_cell(m, key)} of {int(m[f'{key}_n'])}" if key in m else "–" for key in ("fix_rate", "keep_rate"))]
+            for name, m in rows.items()]
+    return "\n".join(_md_table(header, body))
+
+
 def _cell(m: dict, key: str, signed: bool = False) -> str:
     fmt = "{:+.1f}" if signed else "{:.1f}"
     text = fmt.format(100 * m[key])
@@ -70,10 +80,7 @@ def eval_report(result: dict) -> str:
     lines += accuracy_table({Path(str(s["model"])).name: m}, turns, "model").splitlines()
     if "fix_rate" in m or "keep_rate" in m:
         lines += ["", "Repair benchmark (the first attempt is seeded; the policy writes the revisions):", ""]
-        lines += _md_table(["seeded first attempt", "episodes", "rate [95 % CI]"], [
-            [what, str(int(m[f"{key}_n"])), _cell(m, key)]
-            for key, what in (("fix_rate", "faulty → correct at the last turn (fix rate)"),
-                              ("keep_rate", "correct → still correct (keep rate)")) if key in m])
+        lines += repair_table({Path(str(s["model"])).name: m}).splitlines()
     if turns > 1:
         lines += ["", "Transitions between consecutive turns (episodes; early stops keep their last program):", ""]
         rows = [[f"t{tr['from_turn']}→t{tr['to_turn']}", *(str(tr[x]) for x in TRANSITIONS),

@@ -8,8 +8,6 @@ import pytest
 from envs.chat import ChatFormat
 from envs.datasets import DatasetError, load_tasks
 from envs.environments import make_environment
-from envs.execution import ExecutionRequest
-from envs.mutations import mutate
 from envs.repair import as_reply, load_benchmark
 from envs.sandbox import make_executor
 from rl.config import EpisodeConfig, SandboxConfig
@@ -23,23 +21,6 @@ def executor():
     ex = make_executor(workers=2)
     yield ex
     ex.close()
-
-
-@pytest.fixture(scope="module")
-def benchmark(tmp_path_factory, executor):
-    """Two held-out starter tasks: a verified faulty mutant and the reference of each."""
-    rows = []
-    for task in [t for t in load_tasks("starter", "heldout", 0.25, 0) if t.reference_solution][:2]:
-        for program in mutate(task.reference_solution, 0, 8, task.entry_point):
-            (result,) = executor.run([ExecutionRequest(program, task.hidden_tests, task.entry_point, task.setup_code)])
-            if not result.all_passed:
-                rows.append({"id": f"{task.task_id}/f", "task_id": task.task_id, "dataset": "starter", "kind": "faulty", "program": program})
-                break
-        rows.append({"id": f"{task.task_id}/c", "task_id": task.task_id, "dataset": "starter", "kind": "correct",
-                     "program": task.reference_solution})
-    path = tmp_path_factory.mktemp("bench") / "bench.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path, rows
 
 
 class Replies:
@@ -71,8 +52,8 @@ def benchmark_episodes(path, executor, tiny_model, fix: bool):
 
 
 @pytest.mark.parametrize("fix, rates", [(True, (1.0, 1.0)), (False, (0.0, 0.0))])
-def test_fix_and_keep_rates_from_seeded_first_attempts(fix, rates, benchmark, executor, tiny_model):
-    path, rows = benchmark
+def test_fix_and_keep_rates_from_seeded_first_attempts(fix, rates, starter_benchmark, executor, tiny_model):
+    path, rows = starter_benchmark
     tasks, episodes = benchmark_episodes(path, executor, tiny_model, fix)
     assert [t.task_id for t in tasks] == [r["id"] for r in rows]
     assert [t.metadata["kind"] for t in tasks] == [r["kind"] for r in rows]
@@ -85,10 +66,10 @@ def test_fix_and_keep_rates_from_seeded_first_attempts(fix, rates, benchmark, ex
     assert m["keep_rate_low"] <= m["keep_rate"] <= m["keep_rate_high"] and m["keep_rate_high"] - m["keep_rate_low"] > 0.3
 
 
-def test_a_policy_that_fixes_against_one_that_does_not_paired_by_row(benchmark, executor, tiny_model):
+def test_a_policy_that_fixes_against_one_that_does_not_paired_by_row(starter_benchmark, executor, tiny_model):
     """The records of two evaluations of the benchmark, compared as `selfcorrect compare` does:
     every faulty row goes wrong -> right, every correct row right -> wrong."""
-    path, rows = benchmark
+    path, rows = starter_benchmark
     _, silent = benchmark_episodes(path, executor, tiny_model, fix=False)
     _, fixing = benchmark_episodes(path, executor, tiny_model, fix=True)
     assert benchmark_rows(silent) == {r["id"]: {"kind": r["kind"], "task": r["task_id"]} for r in rows}

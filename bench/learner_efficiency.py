@@ -7,11 +7,15 @@ this machine's measured fp32 matrix-multiply rate, measured in the same run betw
 
 Batch: bench/learner_step.py's (the default job's shape: 16 two-turn episodes of 510 tokens, 300
 of them the policy's), every episode carrying signal. fp32, AdamW, micro-batch 4, one rank, the
-default model. Configurations (key=value on the default config):
-  default         the default job's learner (KL weight 0.01, so the reference model is loaded)
+default model. Configurations (key=value on the config's defaults):
+  default         the config's defaults: KL weight 0.01, so the reference model is loaded
   checkpointing   learner.gradient_checkpointing=true (the same update; layers recomputed in backward)
-  no-reference    both KL weights 0 (TRL's beta = 0: the reference is never loaded; a different update)
+  no-reference    both KL weights 0 (TRL's beta = 0: the reference is never loaded; a different
+                  update), as the default job (configs/default.yaml) trains
   checkpointing-no-reference  both
+  lora-checkpointing  rank-16 adapters (learner.lora_rank=16: no gradients or AdamW state for the
+                  base weights, the reference is the base with the adapters off) and checkpointing,
+                  KL 0.01: the least memory a full-size update path here can take
 Each process loads the learner, runs one warm-up step and --steps timed steps.
 
 Useful FLOPs per step (what the update needs, recomputation not counted): the policy's forward
@@ -43,6 +47,7 @@ CONFIGS = {
     "checkpointing": ["learner.gradient_checkpointing=true"],
     "no-reference": ["algo.kl_coef=0", "algo.kl_coef_first_turn=0"],
     "checkpointing-no-reference": ["learner.gradient_checkpointing=true", "algo.kl_coef=0", "algo.kl_coef_first_turn=0"],
+    "lora-checkpointing": ["learner.lora_rank=16", "learner.gradient_checkpointing=true"],
 }
 
 

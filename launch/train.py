@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import signal
 import sys
@@ -133,9 +134,12 @@ def run_loop(cfg: Config, rt, tracker, train_env, eval_env, train_tasks, eval_ta
     from rl.metrics import benchmark_rows, correctness, paired_comparisons, repair_metrics
     from rl.report import episode_tables
 
-    def held_out(version: int):
+    def held_out(version: int, when: str):
+        # in chunks, for a progress line per chunk: 64 tasks keep the engine's batch full (at the
+        # default KV cache it holds about 30 sequences of this length at once)
         episodes, report = evaluate(rt, eval_env, eval_tasks, samples=1, temperature=cfg.eval.temperature, ks=[1],
-                                    weight_version=version)
+                                    weight_version=version, chunk_tasks=64,
+                                    progress=lambda line: print(f"[eval {when}] {line}", flush=True))
         if cfg.eval.benchmark:
             report.update(repair_metrics(episodes))
         return episodes, report
@@ -152,7 +156,7 @@ def run_loop(cfg: Config, rt, tracker, train_env, eval_env, train_tasks, eval_ta
         if state.before is not None:
             episodes["before"], reports["before"] = state.before
     elif cfg.eval.before and eval_env:
-        episodes["before"], reports["before"] = held_out(0)
+        episodes["before"], reports["before"] = held_out(0, "before")
         tracker.log(0, {f"eval/{k}": v for k, v in reports["before"].items()})
 
     def state_after(step: int, draws: tuple) -> checkpoint.DriverState:
@@ -176,8 +180,7 @@ def run_loop(cfg: Config, rt, tracker, train_env, eval_env, train_tasks, eval_ta
                     tracker.log(step, metrics, episode_tables(episodes_of_step, cfg.episode.max_turns, cfg.wandb.sample_episodes), {
                         "hist/episode_reward": [sum(e.credit.rewards) for e in episodes_of_step],
                         "hist/reply_tokens": [len(t.response_ids) for e in episodes_of_step for t in e.turns if not t.seeded]})
-                    bar.set_postfix(reward=f"{metrics.get('reward/mean', float('nan')):.3f}", acc_t1=f"{metrics.get('train/acc_t1', float('nan')):.2f}",
-                                    kl=f"{metrics.get('learner/kl', metrics.get('kl/reward_mean', float('nan'))):.4f}")
+                    bar.set_postfix(progress_postfix(metrics))
                     done = state_after(step, rollouts.draws_before(step + 1))
                     if cfg.run.checkpoint_every is not None and step % cfg.run.checkpoint_every == 0:
                         checkpoint.save(run_dir, done, rt.learner, cfg.run.keep_checkpoints)
@@ -196,7 +199,7 @@ def run_loop(cfg: Config, rt, tracker, train_env, eval_env, train_tasks, eval_ta
     finally:
         rollouts.close()   # the generation thread of the asynchronous loop, if any, is done or stops
     if cfg.eval.after and eval_env:
-        episodes["after"], reports["after"] = held_out(loop.version)
+        episodes["after"], reports["after"] = held_out(loop.version, "after")
         tracker.log(cfg.run.steps, {f"eval/{k}": v for k, v in reports["after"].items()})
     if len(episodes) == 2:   # the same tasks before and after: the paired difference and its noise
         reports["comparison"] = paired_comparisons(*(correctness(episodes[when]) for when in ("before", "after")),
@@ -211,6 +214,15 @@ def run_loop(cfg: Config, rt, tracker, train_env, eval_env, train_tasks, eval_ta
         (run_dir / "eval.json").write_text(json.dumps(reports, indent=2))
         tracker.summary({f"eval_{name}/{k}": v for name in ("before", "after") if name in reports for k, v in reports[name].items()})
     return reports
+
+
+def progress_postfix(metrics: dict[str, float]) -> dict[str, str]:
+    """What the progress bar shows of a step: the mean reward, the first attempts' accuracy and the
+    KL where the step has them (no first attempt of the policy's own, or no KL term: not shown)."""
+    shown = {"reward": ("reward/mean", "{:.3f}"), "acc_t1": ("train/acc_t1", "{:.2f}"),
+             "kl": ("learner/kl" if "learner/kl" in metrics else "kl/reward_mean", "{:.4f}")}
+    return {name: fmt.format(metrics[key]) for name, (key, fmt) in shown.items()
+            if key in metrics and math.isfinite(metrics[key])}
 
 
 def _interrupt(signum, frame):

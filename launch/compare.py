@@ -54,7 +54,7 @@ def compare_evaluations(before: dict, after: dict) -> dict[str, dict]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from rl.report import comparison_table
+    from rl.report import comparison_label, comparison_table
 
     parser = argparse.ArgumentParser(prog="selfcorrect compare", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"{s['model']} ({args.before}) -> {after['settings']['model']} ({args.after})")
     print(comparison_table(comparisons))
     for name, c in comparisons.items():
-        print(f"{name}: {c['summary']}")
+        print(f"{comparison_label(name)}: {c['summary']}")
     if args.json:
         Path(args.json).write_text(json.dumps(comparisons, indent=2))
     return comparisons

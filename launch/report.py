@@ -42,7 +42,7 @@ def write_report(run_dir: Path, out: Path) -> Path:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    from rl.report import _md_table, accuracy_table, comparison_table
+    from rl.report import _md_table, accuracy_table, comparison_label, comparison_table, repair_table
 
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     steps = [r for r in rows if "weight_version" in r]
@@ -73,9 +73,11 @@ def write_report(run_dir: Path, out: Path) -> Path:
         evaluations = {k: v for k, v in reports.items() if k in ("before", "after")}
         turns = max((int(k[5:]) for r in evaluations.values() for k in r if k.startswith("acc_t") and k[5:].isdigit()), default=1)
         lines += ["## Held-out evaluation", "", accuracy_table(evaluations, turns, "held-out"), ""]
+        if any("fix_rate" in r or "keep_rate" in r for r in evaluations.values()):   # on a benchmark (eval.benchmark)
+            lines += [repair_table(evaluations), ""]
         if "comparison" in reports:
             lines += [comparison_table(reports["comparison"]), ""]
-            lines += [f"- {name.replace('acc_t', 'Acc@t')}: {c['summary']}" for name, c in reports["comparison"].items()] + [""]
+            lines += [f"- {comparison_label(name)}: {c['summary']}" for name, c in reports["comparison"].items()] + [""]
 
     tables = sorted((run_dir / "tables").glob("step-*.json"))
     if tables:

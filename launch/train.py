@@ -57,7 +57,7 @@ def train(cfg: Config) -> dict:
     reports, and the paired after − before differences when both ran)."""
     from launch import checkpoint
     from launch.runtime import Runtime, held_out_tasks, load_split, resolve_model
-    from rl.report import accuracy_table, comparison_table, repair_table
+    from rl.report import accuracy_table, comparison_label, comparison_table, repair_table
     from rl.tracking import Tracker
 
     # Everything that can fail on user input fails here, before Ray or vLLM start.
@@ -117,7 +117,7 @@ def train(cfg: Config) -> dict:
         print()
         print(comparison_table(reports["comparison"]))
         for name, c in reports["comparison"].items():
-            print(f"{name.replace('acc_t', 'Acc@t')}: {c['summary']}")
+            print(f"{comparison_label(name)}: {c['summary']}")
     print(f"run directory: {run_dir}")
     return {"run_dir": str(run_dir), **reports}
 

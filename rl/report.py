@@ -35,11 +35,15 @@ def _cell(m: dict, key: str, signed: bool = False) -> str:
     return text
 
 
+def comparison_label(name: str) -> str:
+    """A comparison's name as reports print it: acc_t2 -> Acc@t2, fix_rate -> fix rate."""
+    return {"fix_rate": "fix rate", "keep_rate": "keep rate"}.get(name, name.replace("acc_t", "Acc@t"))
+
+
 def comparison_table(comparisons: dict[str, dict]) -> str:
     """Paired before/after differences (rl/stats.py:compare_models as dicts), one row each, and
     the phrase that says whether each is within noise."""
-    labels = {"fix_rate": "fix rate", "keep_rate": "keep rate"}
-    rows = [[labels.get(name, name.replace("acc_t", "Acc@t")), f"{100 * c['before']:.1f}", f"{100 * c['after']:.1f}",
+    rows = [[comparison_label(name), f"{100 * c['before']:.1f}", f"{100 * c['after']:.1f}",
              f"{100 * c['difference']:+.1f} [{100 * c['low']:+.1f}, {100 * c['high']:+.1f}]",
              f"{c['b']} / {c['c']}", f"{c['p_value']:.3g}", "within noise" if c["within_noise"] else "beyond noise"]
             for name, c in comparisons.items()]

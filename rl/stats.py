@@ -330,6 +330,11 @@ class ModelComparison:
     summary: str                  # one phrase for a report
 
 
+def _counted(outcomes: int, tasks: int) -> str:
+    """What a comparison was over: "16 tasks", or "57 outcomes in 38 tasks" when a task has several."""
+    return f"{tasks} tasks" if outcomes == tasks else f"{outcomes} outcomes in {tasks} tasks"
+
+
 def compare_models(before: Sequence[Any], after: Sequence[Any], resamples: int = 10000,
                    confidence: float = 0.95, seed: int = 0, pooled: bool = False) -> ModelComparison:
     """Paired comparison of two models' per-task correctness on the same tasks (same order).
@@ -365,6 +370,6 @@ def compare_models(before: Sequence[Any], after: Sequence[Any], resamples: int =
     summary = (f"{verdict}: {100 * rate_before:.1f}% -> {100 * rate_after:.1f}%, "
                f"difference {100 * result.estimate:+.1f} points, {100 * confidence:g}% interval "
                f"[{100 * result.low:+.1f}, {100 * result.high:+.1f}] {word} 0 "
-               f"({len(before)} tasks; discordant {b} worse / {c} better, McNemar p = {p:.3g})")
+               f"({_counted(len(flat_before), len(before))}; discordant {b} worse / {c} better, McNemar p = {p:.3g})")
     return ModelComparison(rate_before, rate_after, result.estimate, result.low, result.high, confidence,
                            len(before), b, c, p, result.within_noise, summary)

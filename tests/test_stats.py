@@ -251,5 +251,6 @@ def test_pooled_comparison_weighs_every_outcome_and_resamples_tasks():
     assert pooled.p_value == pytest.approx(0.25)   # McNemar exact: 2 * 0.5**3
     # resampling the two tasks: {A, A} gives +1, {B, B} gives 0, {A, B} the estimate
     assert pooled.low == pytest.approx(0.0) and pooled.high == pytest.approx(1.0)
+    assert "(4 outcomes in 2 tasks; discordant 0 worse / 3 better" in pooled.summary   # what the counts are of
     per_task = compare_models(before, after, resamples=2000)
     assert (per_task.before, per_task.after, per_task.difference) == (0.0, 0.5, pytest.approx(0.5))

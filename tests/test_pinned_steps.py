@@ -46,9 +46,12 @@ REPLIES = {
 REPAIR_PROGRAM = "def double(x):\n    return x * 3"
 COMMON = ["rollout.tasks_per_step=2", "rollout.samples_per_task=4", "algo.micro_batch_size=2", "algo.lr=1e-3",
           "rollout.max_new_tokens=64", "model.max_model_len=1024", "run.seed=0"]
-# name: (recipe, overrides, task 0 starts from a faulty program: the repair environment)
+# name: (recipe, overrides, task 0 starts from a faulty program: the repair environment). "default"
+# is the config's defaults, which is what configs/default.yaml trained when these were pinned
+# (two turns, SCoRe's generic note, binary rewards, GRPO, KL 0.01); the default job has since
+# become the repair curriculum.
 SCENARIOS = {
-    "default": ("default", COMMON, False),
+    "default": (None, COMMON, False),
     "cocos": ("cocos", COMMON, False),
     "rlef": ("rlef", COMMON, False),
     "score": ("score", COMMON + ["reward.score_switch_step=1"], False),
@@ -94,7 +97,7 @@ def test_two_steps_match_the_values_pinned_before_the_refactor(name, tiny_model,
         faulty = tmp_path / "faulty.jsonl"
         faulty.write_text(json.dumps({"task_id": "pin/double", "program": REPAIR_PROGRAM}) + "\n")
         overrides = overrides + ["episode.environment=repair", "episode.seeded_first_turns=1.0", f"episode.first_turns={faulty}"]
-    cfg = load_config(REPO / "configs" / f"{recipe}.yaml", overrides)
+    cfg = load_config(recipe and REPO / "configs" / f"{recipe}.yaml", overrides)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     est = estimator(cfg.algo.advantage)
     learner = Learner(tiny_model, **learner_options(cfg, est), master_port=29811 + list(SCENARIOS).index(name))

@@ -41,8 +41,11 @@ def test_the_head_in_chunks_gives_the_logprobs_entropies_and_gradients_of_the_wh
             assert torch.equal(head_logprobs_and_entropy(head, hidden, ids, select, 1.3, chunk_tokens=chunk)[0], logp.detach())
         results.append((logp.detach(), entropy, hidden.grad, head.weight.grad))
     assert bool((results[0][0][~select] == 0).all()) and bool((results[0][0][select] < 0).all())
+    # fp32: the head's weight gradient is a sum over the chunks in one order and one product in
+    # another (and the BLAS's own split of a product varies with its threads), ~2e-6 apart relative;
+    # a chunking error would be off by the size of the values
     for chunked, whole in zip(*results):
-        assert torch.allclose(chunked, whole, rtol=1e-6, atol=1e-7)
+        assert torch.allclose(chunked, whole, rtol=1e-5, atol=1e-6)
     # and the values of the plain log-softmax over the logits at every position
     full = torch.zeros(3, 20, 50)
     full[select.roll(-1, 1)] = torch.nn.functional.linear(torch.linspace(-2, 2, int(select.sum()) * 8).reshape(-1, 8),

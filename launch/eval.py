@@ -35,8 +35,7 @@ class EvalArgs:
     tasks: list            # loaded and checked before anything starts
     model_path: str
     argv: list[str]
-    environment: str       # what the episodes run in: eval.environment, or seeded on a benchmark
-    benchmark: str | None = None
+    environment: str       # what the episodes run in: eval.environment, or seeded on a benchmark (eval.benchmark)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,7 +111,7 @@ def parse_args(argv: list[str] | None = None) -> EvalArgs:
     except ConfigError as exc:
         fail(f"config error: {exc}")
     return EvalArgs(cfg, args.split, args.limit, args.samples, args.temperature, ks, out, args.chunk_tasks,
-                    tasks, model_path, argv, environment, cfg.eval.benchmark or None)
+                    tasks, model_path, argv, environment)
 
 
 TRAINING_ONLY_KEYS = {
@@ -139,7 +138,7 @@ def evaluate(args: EvalArgs) -> dict:
     """Runs the evaluation; returns the contents of metrics.json."""
     from launch.runtime import Runtime, evaluate as run_evaluation
     from rl.episode import write_episodes
-    from rl.metrics import benchmark_rows, correctness, repair_metrics, transition_counts
+    from rl.metrics import benchmark_rows, correctness, transition_counts
     from rl.report import eval_report, plot_transitions
 
     cfg, turns = args.cfg, args.cfg.episode.max_turns
@@ -154,8 +153,6 @@ def evaluate(args: EvalArgs) -> dict:
         isolation, sandbox_info = rt.executor.isolation, rt.executor.info
     wall_s = time.monotonic() - started
 
-    if args.benchmark:
-        metrics.update(repair_metrics(episodes))
     by_task = correctness(episodes)
     turns_run = [t for e in episodes for t in e.turns]
     result = {
@@ -164,7 +161,7 @@ def evaluate(args: EvalArgs) -> dict:
                         for t, table in enumerate(transition_counts([c for cs in by_task.values() for c in cs], turns))],
         "settings": {
             "model": cfg.model.path, "model_path": args.model_path,
-            "dataset": f"benchmark {args.benchmark}" if args.benchmark else cfg.data.dataset,
+            "dataset": f"benchmark {cfg.eval.benchmark}" if cfg.eval.benchmark else cfg.data.dataset,
             "split": args.split, "limit": args.limit, "tasks": len(by_task), "samples_per_task": args.samples,
             "turns": turns, "environment": args.environment, "feedback": cfg.episode.feedback,
             "temperature": args.temperature, "top_p": cfg.rollout.top_p if args.temperature > 0 else 1.0,

@@ -131,18 +131,14 @@ def run_loop(cfg: Config, rt, tracker, train_env, eval_env, train_tasks, eval_ta
     from envs.tasks import TaskSampler
     from launch import checkpoint
     from launch.runtime import evaluate
-    from rl.metrics import benchmark_rows, correctness, paired_comparisons, repair_metrics
+    from rl.metrics import benchmark_rows, correctness, paired_comparisons
     from rl.report import episode_tables
 
     def held_out(version: int, when: str):
         # in chunks, for a progress line per chunk: 64 tasks keep the engine's batch full (at the
         # default KV cache it holds about 30 sequences of this length at once)
-        episodes, report = evaluate(rt, eval_env, eval_tasks, samples=1, temperature=cfg.eval.temperature, ks=[1],
-                                    weight_version=version, chunk_tasks=64,
-                                    progress=lambda line: print(f"[eval {when}] {line}", flush=True))
-        if cfg.eval.benchmark:
-            report.update(repair_metrics(episodes))
-        return episodes, report
+        return evaluate(rt, eval_env, eval_tasks, samples=1, temperature=cfg.eval.temperature, ks=[1],
+                        weight_version=version, chunk_tasks=64, progress=lambda line: print(f"[eval {when}] {line}", flush=True))
 
     loop = Loop(cfg, rt, train_env, run_dir / "rollouts" if cfg.run.save_rollouts else None)
     sampler = TaskSampler(train_tasks, cfg.run.seed)

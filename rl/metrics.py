@@ -174,12 +174,13 @@ def benchmark_rows(episodes) -> dict[str, dict]:
 
 def evaluation_metrics(episodes, num_turns: int, ks: Sequence[int], confidence: float = 0.95) -> dict[str, float]:
     """What an evaluation reports (train's before/after and `selfcorrect eval`): per_turn_report
-    plus sampled_report over the episodes grouped by task, and the 95 % interval of every Acc@t
-    and Δ as `<name>_low` / `<name>_high` (`intervals`)."""
+    plus sampled_report over the episodes grouped by task, the 95 % interval of every Acc@t
+    and Δ as `<name>_low` / `<name>_high` (`intervals`), and on a repair benchmark's rows the fix
+    and keep rates (`repair_metrics`: nothing for plain tasks)."""
     by_task = correctness(episodes)
     report = {**per_turn_report([c for cs in by_task.values() for c in cs], num_turns),
               **sampled_report(list(by_task.values()), num_turns, ks)}
-    return {**report, **intervals(list(by_task.values()), num_turns, confidence)}
+    return {**report, **intervals(list(by_task.values()), num_turns, confidence), **repair_metrics(episodes, confidence)}
 
 
 def intervals(per_task: Sequence[Sequence[Sequence[bool]]], num_turns: int, confidence: float = 0.95) -> dict[str, float]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tests.ray_cli import RAY, cli_env, free_port
+from tests.ray_cli import RAY, cli_env, free_port, stop_cluster
 
 pytestmark = pytest.mark.e2e
 
@@ -25,7 +25,7 @@ def cluster(tmp_path):
     try:
         yield f"http://127.0.0.1:{dashboard}", env
     finally:
-        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True)
+        stop_cluster(temp)
 
 
 def test_a_submitted_job_trains_on_the_cluster(cluster, tiny_model, tmp_path):

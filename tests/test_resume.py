@@ -34,7 +34,10 @@ def start(args: list[str], log: Path) -> subprocess.Popen:
     # Each run with its own W&B service, as from a user's shell: an in-process run of an earlier
     # test leaves WANDB_SERVICE set here, and a killed run's stream would stay registered in it.
     env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
-    return subprocess.Popen(args, cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    # Ctrl-C reaches the run as from a terminal's foreground, even when the suite itself was started
+    # in the background of a shell script (which starts it, and so every child, with SIGINT ignored).
+    return subprocess.Popen(args, cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for(proc: subprocess.Popen, condition, what: str, timeout: float = 600.0) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tests.ray_cli import RAY, cli_env, free_port
+from tests.ray_cli import RAY, cli_env, free_port, stop_cluster
 
 pytestmark = pytest.mark.e2e
 
@@ -32,7 +32,7 @@ def two_nodes():
                         *common], check=True, env=env, capture_output=True)
         yield f"127.0.0.1:{port}", env
     finally:
-        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True)
+        stop_cluster(temp)
 
 
 def test_learner_and_rollout_workers_on_two_nodes(two_nodes, tiny_model, tmp_path):

@@ -25,6 +25,39 @@ def test_mutants_of_reference_solutions_that_really_fail():
         executor.close()
 
 
+class CountingExecutor:
+    """The real sandbox, counting the programs it runs."""
+
+    def __init__(self, executor):
+        self.executor, self.runs = executor, 0
+
+    def run(self, requests):
+        self.runs += len(requests)
+        return self.executor.run(requests)
+
+
+def test_verifying_in_rounds_keeps_what_verifying_every_candidate_keeps_in_fewer_runs():
+    from envs.execution import ExecutionRequest
+
+    tasks = load_tasks("starter", limit=8)
+    by_id = {t.task_id: t for t in tasks}
+    executor = make_executor(workers=2)
+    try:
+        found = candidates(tasks, "mutations", 3)
+        pairs = [(tid, p) for tid, ps in found.items() for p in ps]
+        results = executor.run([ExecutionRequest(p, by_id[tid].hidden_tests, by_id[tid].entry_point, by_id[tid].setup_code)
+                                for tid, p in pairs])
+        every: dict[str, list[str]] = {}
+        for (tid, p), r in zip(pairs, results):
+            if not r.all_passed and len(every.get(tid, [])) < 3:
+                every.setdefault(tid, []).append(p)
+        counting = CountingExecutor(executor)
+        assert load_faulty_programs(tasks, "mutations", counting, per_task=3).programs == every
+        assert counting.runs < len(pairs)
+    finally:
+        executor.close()
+
+
 def test_draw_is_distinct_while_possible():
     faulty = FaultyPrograms({"a": ["p1", "p2"], "b": []}, seed=0)
     assert "b" not in faulty and sorted(faulty.draw("a", 2)) == ["p1", "p2"]

@@ -13,6 +13,7 @@ import contextlib
 import shutil
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -137,11 +138,20 @@ class Runtime:
 
         placement = Placement(self.cfg, learner=self.with_learner)
         self._stack.callback(placement.close)
-        if self.with_learner:
-            self.learner = LearnerGroup(self.cfg, self.model_path, estimator(self.cfg.algo.advantage), placement, self.log_dir)
-            self._stack.callback(shutil.rmtree, self.publish_dir, ignore_errors=True)
-        self.rollout = RolloutGroup(self.cfg, self.model_path, self.publish_dir, placement, self.log_dir)   # returns once every engine is up
+        # The learner's ranks and the rollout engines start side by side: each start is mostly a
+        # process importing and loading on its own (minutes on a GPU node), so the run waits for
+        # the slower of the two, not for both in turn. Not where they may share a GPU (a fractional
+        # GPU each): vLLM measures the device's memory as it starts, so the learner allocates first.
+        shared_gpu = any(0 < x < 1 for x in (self.cfg.learner.num_gpus_per_rank, self.cfg.rollout.num_gpus_per_worker))
+        with ThreadPoolExecutor(1) as starting:
+            learner = starting.submit(LearnerGroup, self.cfg, self.model_path, estimator(self.cfg.algo.advantage), placement,
+                                      self.log_dir) if self.with_learner else None
+            if shared_gpu and learner is not None:
+                learner.result()
+            self.rollout = RolloutGroup(self.cfg, self.model_path, self.publish_dir, placement, self.log_dir)
+            self.learner = learner and learner.result()
         if self.learner is not None:
+            self._stack.callback(shutil.rmtree, self.publish_dir, ignore_errors=True)
             self.weight_transport = choose_transport(self.cfg.weight_sync.transport, self.learner.node_id(), self.rollout.nodes)
             print(f"weight transport: {self.weight_transport}")
         self.generate = _timed(self.rollout.generate, lambda: self.timers, "generation")

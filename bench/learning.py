@@ -26,6 +26,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -195,6 +196,27 @@ def tables(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def budget_table(rows: list[dict]) -> str:
+    """What each trained row cost and was: its recipe's deciding keys, steps, episodes per step,
+    the training's minutes on this machine, and its date (from the run folder's name)."""
+    import yaml
+
+    lines = ["| model | environment, feedback, turns | reward | advantage | KL | lr | temperature | steps × episodes | trained | date |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "config" not in r:
+            continue
+        c = yaml.safe_load(r["config"])
+        e, a, o = c["episode"], c["algo"], c["rollout"]
+        kl = f"{a['kl_coef_first_turn']:g} / {a['kl_coef']:g}" + (" (reward)" if a.get("kl_in_reward") else "")
+        episodes = o["tasks_per_step"] * o["samples_per_task"] * (e.get("revisions_per_attempt") or 1)
+        stamp = re.search(r"-(\d{4})(\d{2})(\d{2})-\d{6}$", r["run_dir"])
+        lines.append(f"| {r['label']} | {e['environment']}, {e['feedback']}, {e['max_turns']} | {c['reward']['name']} | "
+                     f"{a['advantage']} | {kl} | {a['lr']:g} | {o['temperature']:g} | {c['run']['steps']} × {episodes} | "
+                     f"{r['train_minutes']:.0f} min | {'-'.join(stamp.groups()) if stamp else '?'} |")
+    return "\n".join(lines)
+
+
 def plot(trained: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -258,6 +280,8 @@ def main():
     for r in rows[1:]:
         print(f"{r['label']}: trained {r['train_minutes']:.0f} min; {r['run_dir']}")
     print(tables(rows))
+    print()
+    print(budget_table(rows))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tests.ray_cli import RAY, cli_env, free_port, stop_cluster
+from tests.ray_cli import RAY, free_port, own_ports, stop_cluster, token_env
 
 pytestmark = pytest.mark.e2e
 
@@ -18,14 +18,14 @@ def cluster(tmp_path):
     """A one-node cluster of its own (own ports, own temp dir), stopped afterwards."""
     temp = Path("/tmp") / f"ray-job-{os.getpid()}"   # Ray's socket paths must stay short
     port, dashboard = free_port(), free_port()
-    env = cli_env()   # the job's `python` is the one with the project
+    env = token_env()   # the job's `python` is the one with the project; the submitting CLI needs the token
     subprocess.run([RAY, "start", "--head", "--node-ip-address", "127.0.0.1", f"--port={port}", "--num-cpus=4",
                     "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--temp-dir={temp}",
-                    "--include-dashboard=true", "--disable-usage-stats"], check=True, env=env, capture_output=True)
+                    "--include-dashboard=true", "--disable-usage-stats", *own_ports()], check=True, env=env, capture_output=True)
     try:
         yield f"http://127.0.0.1:{dashboard}", env
     finally:
-        stop_cluster(temp)
+        stop_cluster(temp, port)
 
 
 def test_a_submitted_job_trains_on_the_cluster(cluster, tiny_model, tmp_path):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tests.ray_cli import RAY, cli_env, free_port, stop_cluster
+from tests.ray_cli import RAY, free_port, own_ports, stop_cluster, token_env
 
 pytestmark = pytest.mark.e2e
 
@@ -23,16 +23,16 @@ def two_nodes():
     port = free_port()
     # `ray start --head` turns on Ray's token authentication; the other node and the driver join
     # with it (the token is this machine's ~/.ray/auth_token, so nothing needs copying here).
-    env = cli_env(RAY_AUTH_MODE="token")
+    env = token_env()
     common = ["--node-ip-address=127.0.0.1", "--disable-usage-stats"]
     try:
         subprocess.run([RAY, "start", "--head", f"--port={port}", "--num-cpus=1", '--resources={"learner_node": 1}',
-                        "--include-dashboard=false", f"--temp-dir={temp}", *common], check=True, env=env, capture_output=True)
+                        "--include-dashboard=false", f"--temp-dir={temp}", *common, *own_ports()], check=True, env=env, capture_output=True)
         subprocess.run([RAY, "start", f"--address=127.0.0.1:{port}", "--num-cpus=2", '--resources={"rollout_node": 2}',
-                        *common], check=True, env=env, capture_output=True)
+                        *common, *own_ports(head=False)], check=True, env=env, capture_output=True)
         yield f"127.0.0.1:{port}", env
     finally:
-        stop_cluster(temp)
+        stop_cluster(temp, port)
 
 
 def test_learner_and_rollout_workers_on_two_nodes(two_nodes, tiny_model, tmp_path):

@@ -13,6 +13,9 @@ node ("near") and one on the other node ("far"). Runners:
                      the publisher's process: one memcpy of the bytes, nothing else (the baseline)
   plain clone        Tensor.clone of every tensor: the copy into fresh memory (page faults),
                      as every receiver's destination is
+  plain socket, far  the same bytes sent over one TCP connection from the publisher's process to
+                     an actor on the other node, into preallocated, already-touched memory: the
+                     least any cross-node transport has to do (the cross-node baseline)
   checksum           checksum_tensors of the state dict (one SHA-256 pass; every push has two:
                      the learner's and the engine's)
   object_store/far bytes  the transport alone: send (buckets into the object store) and the
@@ -24,7 +27,7 @@ A push is timed from the publish call to the worker's checksum, as Loop.step doe
 verify_held), and also split into publish and load (receive, engine reload, engine checksum).
 After a warm-up each, rounds are interleaved across runners (in a rotated order) so that other
 load falls on all alike; the best and the median round of each are reported, and the median's
-ratios to the plain copy's and the plain clone's.
+ratios to the plain copy's, the plain clone's and the plain socket's.
 """
 from __future__ import annotations
 
@@ -33,15 +36,18 @@ import json
 import os
 import platform
 import shutil
+import socket
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import ray  # noqa: E402
+import torch  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: E402
 
@@ -86,6 +92,15 @@ class Publisher:
         del clones
         return seconds
 
+    def socket_send(self, host: str, port: int) -> None:
+        """Every tensor's bytes, in order, over one TCP connection; returns once the receiver has
+        them all."""
+        with socket.create_connection((host, port), timeout=TIMEOUT_S) as connection:
+            for tensor in self.state.values():
+                connection.sendall(memoryview(tensor.contiguous().view(torch.uint8).numpy()))
+            if connection.recv(1) != b"\0":
+                raise RuntimeError("the socket receiver did not confirm")
+
     def checksum(self) -> float:
         start = time.monotonic()
         checksum_tensors(self.state)
@@ -96,6 +111,31 @@ class Publisher:
 class Receiver:
     """A rollout worker's receive (staging files on its node), without the engine; an actor, so
     that no round pays for starting a Ray worker process."""
+
+    def __init__(self):
+        self.buffer = bytearray()
+
+    def listen(self, nbytes: int) -> tuple[str, int]:
+        """Accept one connection in the background and read `nbytes` from it into a buffer that is
+        allocated and touched once; returns the address to send to."""
+        if len(self.buffer) != nbytes:
+            self.buffer = bytearray(nbytes)
+        host = ray.util.get_node_ip_address()
+        server = socket.create_server((host, 0))
+        server.settimeout(TIMEOUT_S)
+
+        def serve():
+            with server, server.accept()[0] as connection:
+                view, got = memoryview(self.buffer), 0
+                while got < nbytes:
+                    n = connection.recv_into(view[got:], min(nbytes - got, 4 << 20))
+                    if n == 0:
+                        raise ConnectionError(f"the sender closed after {got} of {nbytes} bytes")
+                    got += n
+                connection.sendall(b"\0")
+
+        threading.Thread(target=serve, daemon=True).start()
+        return host, server.getsockname()[1]
 
     def receive(self, weights: PublishedWeights, directory: str) -> None:
         with TRANSPORTS.get(weights.transport)(directory).receive(weights, TIMEOUT_S):
@@ -160,9 +200,16 @@ def run(args, model_path: str, directory: str, head: str, far: str) -> None:
         ray.get(far_receiver.receive.remote(weights, directory))
         return {"seconds": time.monotonic() - start}
 
+    def socket_copy() -> dict[str, float]:
+        host, port = ray.get(far_receiver.listen.remote(nbytes))
+        start = time.monotonic()
+        ray.get(publisher.socket_send.remote(host, port), timeout=TIMEOUT_S)
+        return {"seconds": time.monotonic() - start}
+
     runners = {
         "plain copy": lambda: {"seconds": ray.get(publisher.plain_copy.remote())},
         "plain clone": lambda: {"seconds": ray.get(publisher.plain_clone.remote())},
+        "plain socket, far": socket_copy,
         "checksum": lambda: {"seconds": ray.get(publisher.checksum.remote())},
         "object_store/far bytes": bytes_only,
         "shm": lambda: push("shm", "near"),
@@ -177,13 +224,13 @@ def run(args, model_path: str, directory: str, head: str, far: str) -> None:
         for name in names[r % len(names):] + names[:r % len(names)]:
             rounds[name].append(runners[name]())
     medians = {name: statistics.median(x["seconds"] for x in figures) for name, figures in rounds.items()}
-    print(f"{'runner':22s} {'best s':>7s} {'median s':>8s} {'/copy':>6s} {'/clone':>6s}  {'split (median s)':22s}  rounds (s)")
+    print(f"{'runner':22s} {'best s':>7s} {'median s':>8s} {'/copy':>6s} {'/clone':>6s} {'/socket':>7s}  {'split (median s)':22s}  rounds (s)")
     for name, figures in rounds.items():
         seconds = [x["seconds"] for x in figures]
         split = "  ".join(f"{part} {statistics.median(x[part] for x in figures):.2f}" for part in ("publish", "load")
                           if part in figures[0])
         print(f"{name:22s} {min(seconds):7.3f} {medians[name]:8.3f} {medians[name] / medians['plain copy']:5.1f}x "
-              f"{medians[name] / medians['plain clone']:5.1f}x  {split or '-':22s}  {' '.join(f'{s:.2f}' for s in seconds)}")
+              f"{medians[name] / medians['plain clone']:5.1f}x {medians[name] / medians['plain socket, far']:6.1f}x  {split or '-':22s}  {' '.join(f'{s:.2f}' for s in seconds)}")
     if args.json:
         Path(args.json).write_text(json.dumps({"model": DEFAULT_MODEL, "tensors": tensors, "bytes": nbytes,
                                                "bucket_mb": args.bucket_mb, "rounds": rounds}, indent=2))

@@ -64,10 +64,12 @@ def _no_split_prefill(max_model_len: int) -> dict:
 class RolloutWorker:
     def __init__(self, model_path: str, dtype: str, max_model_len: int, seed: int,
                  kv_cache_gib: float = 1.0, gpu_memory_utilization: float = 0.4, cpu_slot: tuple[int, int] | None = None,
-                 log_file: str | None = None):
+                 log_file: str | None = None, prefix_caching: bool = True):
         """cpu_slot = (index, count) of this worker among the node's CPU rollout workers: its
         threads are bound to its own share of the node's CPUs. log_file: where the engine's
-        output goes (rl/logs.py)."""
+        output goes (rl/logs.py). prefix_caching: reuse the KV cache of a prompt's shared prefix
+        (turn 2's prompt is turn 1's context; vLLM's default; off only to measure what it buys:
+        bench/vllm_cpu_options.py)."""
         redirect_output(log_file)
         # Set before vLLM is imported: the CPU backend reads these from the environment.
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(kv_cache_gib))))
@@ -85,6 +87,7 @@ class RolloutWorker:
             # Logprobs after temperature/top-p: exactly the distribution tokens were drawn from,
             # which the learner reproduces with logits / temperature.
             logprobs_mode="processed_logprobs",
+            enable_prefix_caching=prefix_caching,
             **_no_split_prefill(max_model_len),
         )
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,35 @@ from rl.losses import clipped_value_loss, policy_logprobs_and_entropy, policy_lo
 from rl.weight_sync import TRANSPORTS, PublishedWeights, checksum_tensors
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+BUILD_LOCK_STALE_S = 900.0   # DeepSpeed's CPU ops build here in well under a minute
+
+
+def sweep_stale_build_locks(root: Path, stale_s: float = BUILD_LOCK_STALE_S) -> list[Path]:
+    """Remove the JIT build locks under `root` (torch_extensions/<python>_<device>/<op>/lock) older
+    than `stale_s`; returns them. A build killed mid-way leaves its lock, and every later load of that
+    op waits on it forever (torch's FileBaton has no owner to ask)."""
+    removed = []
+    for lock in root.glob("*/*/lock"):
+        with contextlib.suppress(FileNotFoundError):
+            if time.time() - lock.stat().st_mtime > stale_s:
+                lock.unlink()
+                removed.append(lock)
+                print(f"warning: removed a stale build lock {lock} (older than {stale_s:.0f} s: its build was killed)",
+                      file=sys.stderr)
+    return removed
+
+
+def start_stale_lock_sweeper(every_s: float = 30.0) -> None:
+    """In this process, sweep stale build locks now and every `every_s` seconds (a daemon thread), so
+    that DeepSpeed's wait on a dead build's lock ends within BUILD_LOCK_STALE_S instead of never."""
+    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions")
+
+    def sweep_forever():
+        while True:
+            sweep_stale_build_locks(root)
+            time.sleep(every_s)
+
+    threading.Thread(target=sweep_forever, name="stale-build-lock-sweeper", daemon=True).start()
 
 
 class Learner:
@@ -41,6 +72,7 @@ class Learner:
         head for PPO's critic estimators; norm_tokens: Dr.GRPO's constant normaliser; log_file:
         where DeepSpeed's output goes (rl/logs.py)."""
         redirect_output(log_file)
+        start_stale_lock_sweeper()   # DeepSpeed JIT-loads ops below (its comm op in init_distributed)
         os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(rank),
                           WORLD_SIZE=str(world_size), LOCAL_RANK="0")
         import deepspeed

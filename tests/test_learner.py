@@ -327,3 +327,22 @@ def test_kl_only_episodes_have_zero_gradient_while_the_policy_is_the_reference(t
     assert all(float(g.abs().max()) == 0.0 for g in steps[0][0].values())
     sums = train_step(learner, _credited(random.Random(11), 8))
     assert sums["at_reference"] == 0.0 and not learner.at_reference()
+
+
+def test_a_dead_builds_lock_is_swept_once_stale_and_a_live_one_is_kept(tmp_path, capsys):
+    """A JIT build killed mid-way leaves its lock, and DeepSpeed's next load of the op would wait on
+    it forever: the learner's sweeper removes locks older than a build ever takes, and only those."""
+    import os
+    import time
+
+    from rl.learner import BUILD_LOCK_STALE_S, sweep_stale_build_locks
+
+    dead, live = tmp_path / "py311_cpu" / "deepspeed_shm_comm" / "lock", tmp_path / "py311_cpu" / "cpu_adam" / "lock"
+    for lock in (dead, live):
+        lock.parent.mkdir(parents=True)
+        lock.touch()
+    old = time.time() - BUILD_LOCK_STALE_S - 60
+    os.utime(dead, (old, old))
+    assert sweep_stale_build_locks(tmp_path) == [dead]
+    assert not dead.exists() and live.exists()
+    assert f"removed a stale build lock {dead}" in capsys.readouterr().err

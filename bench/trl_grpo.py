@@ -128,13 +128,20 @@ def ensure_trl_venv(venv: Path) -> Path:
     return python
 
 
+def _run(command: list[str], log: Path, env: dict[str, str]) -> None:
+    """One side's run as its own process; a failure stops the bench with the end of its output."""
+    with open(log, "w") as out:
+        code = subprocess.call(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    if code != 0:
+        sys.exit(f"exit status {code}: {' '.join(command)}\n{log.read_text()[-4000:]}")
+
+
 def run_ours(steps: int, seed: int, overrides: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as out:
         command = [sys.executable, "-m", "launch.train", "--config", str(REPO / "configs" / "grpo.yaml"), *SETTINGS,
                    f"run.steps={steps}", f"run.seed={seed}", f"run.output_dir={out}", *overrides]
         started = time.monotonic()
-        subprocess.run(command, check=True, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       env={k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"})
+        _run(command, Path(out) / "ours.log", {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"})
         total = time.monotonic() - started
         (run_dir,) = Path(out).iterdir()
         rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
@@ -155,8 +162,7 @@ def run_trl(python: Path, steps: int, seed: int) -> dict:
                 "memory_mb": cfg.sandbox.memory_mb, "steps": steps, "seed": seed, "output_dir": out,
                 "result": f"{out}/result.json"}
         Path(out, "spec.json").write_text(json.dumps(spec))
-        subprocess.run([str(python), __file__, "--trl-side", f"{out}/spec.json"], check=True, cwd=REPO,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _run([str(python), __file__, "--trl-side", f"{out}/spec.json"], Path(out) / "trl.log", dict(os.environ))
         return json.loads(Path(spec["result"]).read_text())
 
 

@@ -7,8 +7,9 @@ Sources:
 
 Candidates are run in the sandbox before training, in order, until a task has its faulty
 programs: only programs that really fail the task's hidden tests are kept (a mutant can be
-equivalent to the original), and the tasks that end up with none are reported. Correct first attempts (`episode.seeded_correct_turns`) are the
-reference solutions rewritten (envs/rewrite.py), kept only where they pass every test.
+equivalent to the original), and the tasks that end up with none are reported. Correct first
+attempts (`episode.seeded_correct_turns`) are the reference solutions rewritten
+(envs/rewrite.py), kept only where they pass every test.
 """
 from __future__ import annotations
 

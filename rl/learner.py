@@ -51,8 +51,11 @@ def sweep_stale_build_locks(root: Path, stale_s: float = BUILD_LOCK_STALE_S) -> 
 
 
 def start_stale_lock_sweeper(every_s: float = 30.0) -> None:
-    """In this process, sweep stale build locks now and every `every_s` seconds (a daemon thread), so
-    that DeepSpeed's wait on a dead build's lock ends within BUILD_LOCK_STALE_S instead of never."""
+    """In this process, sweep stale build locks now and every `every_s` seconds (one daemon thread
+    per process, however many learners it holds), so that DeepSpeed's wait on a dead build's lock
+    ends within BUILD_LOCK_STALE_S instead of never."""
+    if any(t.name == "stale-build-lock-sweeper" for t in threading.enumerate()):
+        return
     root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions")
 
     def sweep_forever():

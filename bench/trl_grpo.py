@@ -143,7 +143,7 @@ def run_ours(steps: int, seed: int, overrides: list[str]) -> dict:
         started = time.monotonic()
         _run(command, Path(out) / "ours.log", {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"})
         total = time.monotonic() - started
-        (run_dir,) = Path(out).iterdir()
+        (run_dir,) = [p for p in Path(out).iterdir() if p.is_dir()]   # beside it: ours.log
         rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
     rows = [r for r in rows if "weight_version" in r]
     steps_s = [r["time/step"] for r in rows]

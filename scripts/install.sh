@@ -43,8 +43,4 @@ if ! command -v bwrap >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/d
     (apt-get install -y -q bubblewrap >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q bubblewrap >/dev/null 2>&1; }) \
         || echo "[install] bubblewrap could not be installed; the sandbox will use the other levels"
 fi
-# DeepSpeed JIT-builds a CPU op under this cache; a build killed mid-way leaves a lock that blocks
-# every later run forever. A build takes well under a minute, so a lock older than 15 minutes is
-# stale (a younger one may belong to a run going on beside this install: leave it).
-find "$HOME/.cache/torch_extensions" -name lock -mmin +15 -delete 2>/dev/null || true
 echo "[install] ok: $("$VENV/bin/python" -c 'import torch, vllm, ray, deepspeed; print(f"torch {torch.__version__}, vllm {vllm.__version__}, ray {ray.__version__}, deepspeed {deepspeed.__version__}")' 2>/dev/null | tail -1)"

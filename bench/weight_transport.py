@@ -20,9 +20,14 @@ node ("near") and one on the other node ("far"). Runners:
                      the learner's and the engine's)
   object_store/far bytes  the transport alone: send (buckets into the object store) and the
                      receive of the far node (pull, write to /dev/shm), no checksum, no engine
+  tcp/far bytes      the transport alone: send (the image, into memory the publisher reuses) and
+                     a fetch by a process on the far node (into memory it keeps), no checksum, no
+                     engine
   shm                publish (a safetensors file in /dev/shm) + the near worker's load
   object_store/near  publish (buckets into the object store) + the near worker's load
   object_store/far   the same into the far worker
+  tcp/near, tcp/far  publish (the image served over TCP) + the near or far worker's load (its
+                     engine fetches the image itself)
 A push is timed from the publish call to the worker's checksum, as Loop.step does (less its
 verify_held), and also split into publish and load (receive, engine reload, engine checksum).
 After a warm-up each, rounds are interleaved across runners (in a rotated order) so that other
@@ -53,7 +58,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noq
 
 from rl.models import DEFAULT_MODEL, resolve_model_path  # noqa: E402
 from rl.rollout import RolloutActor  # noqa: E402
-from rl.weight_sync import TRANSPORTS, PublishedWeights, checksum_tensors  # noqa: E402
+from rl.weight_sync import TRANSPORTS, PublishedWeights, checksum_tensors, fetch_image  # noqa: E402
 
 TIMEOUT_S = 300.0
 
@@ -68,16 +73,22 @@ class Publisher:
 
         self.state = {k: v.clone() for k, v in load_file(str(Path(model_path) / "model.safetensors")).items()}
         self.copies = {k: v.clone() for k, v in self.state.items()}   # the plain copy's destination, touched
+        self.transports = {}   # one per kind, kept as the learner keeps them (tcp serves from its own)
+
+    def transport(self, name: str, directory: str, bucket_mb: float):
+        if name not in self.transports:
+            self.transports[name] = TRANSPORTS.get(name)(directory, bucket_mb, 0, TIMEOUT_S)
+        return self.transports[name]
 
     def size(self) -> tuple[int, int]:
         return len(self.state), sum(t.numel() * t.element_size() for t in self.state.values())
 
     def publish(self, transport: str, directory: str, bucket_mb: float, version: int) -> PublishedWeights:
-        return TRANSPORTS.get(transport)(directory, bucket_mb).publish(self.state, version)
+        return self.transport(transport, directory, bucket_mb).publish(self.state, version)
 
     def send(self, transport: str, directory: str, bucket_mb: float, version: int) -> PublishedWeights:
         """The bytes only: no checksum (left empty)."""
-        return PublishedWeights(transport, version, "", TRANSPORTS.get(transport)(directory, bucket_mb).send(self.state, version))
+        return PublishedWeights(transport, version, "", self.transport(transport, directory, bucket_mb).send(self.state, version))
 
     def plain_copy(self) -> float:
         start = time.monotonic()
@@ -138,8 +149,12 @@ class Receiver:
         return host, server.getsockname()[1]
 
     def receive(self, weights: PublishedWeights, directory: str) -> None:
-        with TRANSPORTS.get(weights.transport)(directory).receive(weights, TIMEOUT_S):
-            pass
+        """What the worker's actor does (object_store: pull and write files), and what its engine
+        does before reading files (tcp: fetch into memory)."""
+        with TRANSPORTS.get(weights.transport)(directory).receive(weights, TIMEOUT_S) as locations:
+            for location in locations:
+                if location.startswith("tcp://"):
+                    fetch_image(location, TIMEOUT_S)
 
 
 def main():
@@ -194,9 +209,11 @@ def run(args, model_path: str, directory: str, head: str, far: str) -> None:
 
     far_receiver = Receiver.options(scheduling_strategy=on(far)).remote()
 
-    def bytes_only() -> dict[str, float]:
+    def bytes_only(transport: str) -> dict[str, float]:
+        nonlocal version
+        version += 1
         start = time.monotonic()
-        weights = ray.get(publisher.send.remote("object_store", directory, args.bucket_mb, 0))
+        weights = ray.get(publisher.send.remote(transport, directory, args.bucket_mb, version))
         ray.get(far_receiver.receive.remote(weights, directory))
         return {"seconds": time.monotonic() - start}
 
@@ -211,10 +228,13 @@ def run(args, model_path: str, directory: str, head: str, far: str) -> None:
         "plain clone": lambda: {"seconds": ray.get(publisher.plain_clone.remote())},
         "plain socket, far": socket_copy,
         "checksum": lambda: {"seconds": ray.get(publisher.checksum.remote())},
-        "object_store/far bytes": bytes_only,
+        "object_store/far bytes": lambda: bytes_only("object_store"),
+        "tcp/far bytes": lambda: bytes_only("tcp"),
         "shm": lambda: push("shm", "near"),
         "object_store/near": lambda: push("object_store", "near"),
         "object_store/far": lambda: push("object_store", "far"),
+        "tcp/near": lambda: push("tcp", "near"),
+        "tcp/far": lambda: push("tcp", "far"),
     }
     for runner in runners.values():
         runner()   # warm-up: page cache, first-touch of the object stores and /dev/shm

@@ -256,7 +256,7 @@ class LearnerGroup:
             for rank in range(l.num_ranks)
         ]
         self.nodes = ray.get([r.node_id.remote() for r in self.ranks])  # surfaces start-up errors here
-        self.publish_timeout_s, self.bucket_mb = cfg.weight_sync.timeout_s, cfg.weight_sync.bucket_mb
+        self.sync = cfg.weight_sync
         # k2 and k3 have zero gradient while the policy is the reference (k1's is not 0); with
         # one mini-batch per step, the policy cannot move between that check and the pass.
         self.kl_stationary_at_reference = a.kl_estimator in ("k2", "k3") and a.mini_batches == 1
@@ -301,10 +301,10 @@ class LearnerGroup:
     def publish(self, transport: str, directory: str) -> PublishedWeights:
         """Rank 0's current weights through `transport`, within weight_sync.timeout_s."""
         try:
-            return self._from_rank0("publish", transport, directory, self.bucket_mb, timeout=self.publish_timeout_s)
+            return self._from_rank0("publish", transport, directory, self.sync, timeout=self.sync.timeout_s)
         except ray.exceptions.GetTimeoutError:
             raise WeightPushError(f"learner rank 0 (node {self.nodes[0]}) did not publish its weights ({transport}) "
-                                  f"within weight_sync.timeout_s={self.publish_timeout_s:g}s") from None
+                                  f"within weight_sync.timeout_s={self.sync.timeout_s:g}s") from None
 
     def checksum(self, names: list[str] | None = None) -> str:
         return self._from_rank0("checksum", names)

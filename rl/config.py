@@ -158,9 +158,10 @@ class SandboxConfig:
 
 @dataclass
 class WeightSyncConfig:
-    transport: Literal["auto", "shm", "object_store"] = opt("auto", "How new weights reach the rollout workers (rl/weight_sync.py). shm: one safetensors file in weight_sync.directory that workers on learner rank 0's node read; object_store: buckets in Ray's object store, pulled by workers on any node; auto: shm when every rollout worker is on learner rank 0's node, else object_store. The run records the choice as weight_transport in metadata.json.")
+    transport: Literal["auto", "shm", "tcp", "object_store"] = opt("auto", "How new weights reach the rollout workers (rl/weight_sync.py). shm: one safetensors file in weight_sync.directory that workers on learner rank 0's node read; tcp: learner rank 0 serves the weights on weight_sync.port and each worker's engine, on any node, streams them into memory it keeps; object_store: buckets in Ray's object store, pulled by workers on any node; auto: shm when every rollout worker is on learner rank 0's node, else tcp. The run records the choice as weight_transport in metadata.json.")
     bucket_mb: float = opt(64.0, "object_store: MiB of tensors per object learner rank 0 puts (a larger tensor gets an object of its own). Workers write each bucket to their node while later ones still arrive; Ray moves objects between nodes in chunks.", min=1.0)
     directory: str = opt("/dev/shm/selfcorrect", "Node-local folder for weight files (RAM-backed): the shm transport publishes there; object_store workers write each version there on their own node while their engine loads it.")
+    port: int = opt(0, "tcp: the port learner rank 0 serves weights on, on its node's Ray address (0: any free port). Set it where a firewall between nodes must let it through.", min=0, max=65535)
     timeout_s: float = opt(300.0, "Bound on every wait of a push (learner publishing, each worker receiving and loading, the check of what it holds); past it the run fails naming the learner or the workers (index and node) that did not answer.", min=1.0)
 
 

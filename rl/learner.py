@@ -24,12 +24,12 @@ import ray
 import torch
 
 from rl.advantages import Estimator
-from rl.config import AlgoConfig, Config, LearnerConfig
+from rl.config import AlgoConfig, Config, LearnerConfig, WeightSyncConfig
 from rl.episode import Episode
 from rl.logs import redirect_output
 from rl.lora import adapters_disabled, apply_lora, merged_state_dict
 from rl.losses import clipped_value_loss, policy_logprobs_and_entropy, policy_loss, tis_weights
-from rl.weight_sync import TRANSPORTS, PublishedWeights, checksum_tensors
+from rl.weight_sync import TRANSPORTS, PublishedWeights, Transport, checksum_tensors
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 BUILD_LOCK_STALE_S = 900.0   # DeepSpeed's CPU ops build here in well under a minute
@@ -118,6 +118,7 @@ class Learner:
         if self.reference is not None:
             self.reference.to(self.device)
         self.version = 0
+        self.transports: dict[tuple[str, str], Transport] = {}   # one per (transport, directory): tcp serves from it
 
     # -- training --------------------------------------------------------------------------
 
@@ -324,11 +325,16 @@ class Learner:
         else:
             yield
 
-    def publish(self, transport: str, directory: str, bucket_mb: float) -> PublishedWeights | None:
+    def publish(self, transport: str, directory: str, sync: WeightSyncConfig) -> PublishedWeights | None:
         """Rank 0 publishes the current weights for the rollout workers through `transport`
-        (rl/weight_sync.py; `directory`: where its files go on this node)."""
+        (rl/weight_sync.py; `directory`: where its files go on this node; `sync`: the run's
+        weight_sync settings)."""
         with self._full_parameters():
-            return TRANSPORTS.get(transport)(directory, bucket_mb).publish(self.state_dict(), self.version) if self.rank == 0 else None
+            if self.rank != 0:
+                return None
+            if (transport, directory) not in self.transports:
+                self.transports[transport, directory] = TRANSPORTS.get(transport)(directory, sync.bucket_mb, sync.port, sync.timeout_s)
+            return self.transports[transport, directory].publish(self.state_dict(), self.version)
 
     def parameter_names(self) -> list[str]:
         with self._full_parameters():

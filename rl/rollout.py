@@ -113,8 +113,8 @@ class RolloutWorker:
         """Receive a published version through its transport (staging files under `directory`,
         on this worker's node) and reload every parameter in place; returns the checksum of what
         the engine loaded. Each wait is bounded by `timeout_s`."""
-        with TRANSPORTS.get(weights.transport)(directory).receive(weights, timeout_s) as paths:
-            (checksum,) = set(self.llm.collective_rpc("reload_weights_from", timeout=timeout_s, args=(paths,)))
+        with TRANSPORTS.get(weights.transport)(directory).receive(weights, timeout_s) as locations:
+            (checksum,) = set(self.llm.collective_rpc("reload_weights_from", timeout=timeout_s, args=(locations, timeout_s)))
         self.llm.reset_prefix_cache()  # cached KV blocks were computed with the old weights
         return checksum
 
@@ -179,8 +179,8 @@ class HFRolloutWorker:
     def load_weights(self, weights: PublishedWeights, directory: str, timeout_s: float) -> str:
         """Receive a published version through its transport and load it into the model; returns
         the checksum of what was loaded."""
-        with TRANSPORTS.get(weights.transport)(directory).receive(weights, timeout_s) as paths:
-            state = read_weights(paths)
+        with TRANSPORTS.get(weights.transport)(directory).receive(weights, timeout_s) as locations:
+            state = read_weights(locations, timeout_s)
         missing, unexpected = self.model.load_state_dict(state, strict=False)
         tied = {"lm_head.weight"} if self.model.config.tie_word_embeddings else set()
         if unexpected or set(missing) - tied:

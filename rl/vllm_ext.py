@@ -34,10 +34,10 @@ def verbatim_parameter_names(names) -> list[str]:
 
 
 class WeightSyncExtension:
-    def reload_weights_from(self, paths: list[str]) -> str:
-        """Load received weight files (rl/weight_sync.py) in place; returns the checksum of what
-        was loaded."""
-        weights = read_weights(paths)
+    def reload_weights_from(self, locations: list[str], timeout_s: float) -> str:
+        """Load received weights (files, or a tcp:// address fetched here, within `timeout_s`: see
+        rl/weight_sync.py) in place; returns the checksum of what was loaded."""
+        weights = read_weights(locations, timeout_s)
         self.model_runner.reload_weights(weights_iterator=iter(weights.items()), is_checkpoint_format=True)
         self._refresh_tied_lm_head()
         return checksum_tensors(weights)

@@ -13,17 +13,30 @@ and bytes through it took 2.1-2.6x as long as a file in /dev/shm (docs/benchmark
     object_store  learner rank 0 puts buckets of tensors into Ray's object store; each worker, on
                   any node, pulls them and writes them under its own node's weight_sync.directory,
                   a bucket as soon as it has arrived, and removes them once its engine has loaded.
+    tcp           learner rank 0 copies the tensors into one image in its own memory (the
+                  safetensors layout) and serves it over TCP; the engine itself, on any node,
+                  streams it into a buffer it keeps from one version to the next and reloads from
+                  views of it: no file, no object store, and no page of either side touched anew.
 
-`choose_transport` resolves weight_sync.transport=auto for where the actors landed.
+A receive hands the engine `locations`, strings it can open in its own process (`read_weights`):
+safetensors files, or a tcp:// address. `choose_transport` resolves weight_sync.transport=auto for
+where the actors landed.
 """
 from __future__ import annotations
 
 import abc
 import contextlib
 import hashlib
+import hmac
+import json
 import os
+import secrets
+import socket
+import struct
+import threading
 import time
 import warnings
+from urllib.parse import parse_qs, urlsplit
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -48,9 +61,14 @@ def checksum_tensors(tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()[:32]
 
 
-def read_weights(paths: list[str]) -> dict[str, torch.Tensor]:
-    """The tensors of these safetensors files, as one state dict."""
-    return {name: tensor for path in paths for name, tensor in load_file(path).items()}
+def read_weights(locations: list[str], timeout_s: float = 300.0) -> dict[str, torch.Tensor]:
+    """The tensors at these locations (what a transport's receive yields), as one state dict:
+    safetensors files, or tcp:// addresses fetched within `timeout_s` (views of this process's
+    receive buffer, valid until the next fetch)."""
+    state = {}
+    for location in locations:
+        state.update(fetch_image(location, timeout_s) if location.startswith("tcp://") else load_file(location))
+    return state
 
 
 @dataclass(frozen=True)
@@ -74,11 +92,14 @@ class PublishedWeights:
 class Transport(abc.ABC):
     """Both sides of one way of moving weights. `directory` is the node-local folder for weight
     files (weight_sync.directory/<run>), on the learner's node and on each worker's; bucket_mb
-    (weight_sync.bucket_mb) is how much object_store puts in one object."""
+    (weight_sync.bucket_mb) is how much object_store puts in one object; port and timeout_s
+    (weight_sync.port, weight_sync.timeout_s) are where tcp serves and how long it waits for a
+    stalled receiver. The publishing side keeps one instance for the run (tcp's server lives in it)."""
     name = ""
 
-    def __init__(self, directory: str | Path, bucket_mb: float = 64.0):
+    def __init__(self, directory: str | Path, bucket_mb: float = 64.0, port: int = 0, timeout_s: float = 300.0):
         self.directory, self.bucket_bytes = Path(directory), int(bucket_mb * (1 << 20))
+        self.port, self.timeout_s = port, timeout_s
 
     def publish(self, state: dict[str, torch.Tensor], version: int) -> PublishedWeights:
         """Learner rank 0's side: the bytes sent, with the checksum receivers must match."""
@@ -90,7 +111,7 @@ class Transport(abc.ABC):
 
     @abc.abstractmethod
     def receive(self, weights: PublishedWeights, timeout_s: float) -> contextlib.AbstractContextManager[list[str]]:
-        """The safetensors files on this node that hold `weights`, while the context lasts."""
+        """Where the engine on this node reads `weights` from (read_weights), while the context lasts."""
 
 
 class ShmTransport(Transport):
@@ -169,19 +190,210 @@ def _tensors_of(bucket: Bucket, arrays) -> dict[str, torch.Tensor]:
                 for (name, dtype, shape), array in zip(bucket.tensors, arrays)}
 
 
+# -- tcp ---------------------------------------------------------------------------------------
+# The image is the safetensors layout (an 8-byte little-endian header length, a JSON header of
+# names, dtypes, shapes and data offsets, padded to 8 bytes, then the data), so any safetensors
+# reader can check it; tensors are laid out by element size, largest first, so each starts
+# aligned for its dtype and the receiver takes views rather than copies.
+_SAFETENSORS_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+                       torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
+                       torch.uint8: "U8", torch.bool: "BOOL"}
+_TORCH_DTYPES = {code: dtype for dtype, code in _SAFETENSORS_DTYPES.items()}
+_REQUEST = struct.Struct("<4s16sQ")   # magic, token, version
+_MAGIC = b"SCW1"
+
+
+def image_layout(state: dict[str, torch.Tensor]) -> tuple[bytes, dict[str, tuple[int, int]], int]:
+    """The image's header (length prefix included), where each tensor's bytes go in the image
+    (start, end), and the image's size."""
+    for name, tensor in state.items():
+        if tensor.dtype not in _SAFETENSORS_DTYPES:
+            raise TypeError(f"tensor {name}: dtype {tensor.dtype} has no safetensors code")
+    header, offset = {}, 0
+    for name in sorted(state, key=lambda n: -state[n].element_size()):   # stable: state order within a size
+        t = state[name]
+        nbytes = t.numel() * t.element_size()
+        header[name] = {"dtype": _SAFETENSORS_DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    start = 8 + len(encoded)
+    spans = {name: (start + h["data_offsets"][0], start + h["data_offsets"][1]) for name, h in header.items()}
+    return struct.pack("<Q", len(encoded)) + encoded, spans, start + offset
+
+
+def build_image(state: dict[str, torch.Tensor], memory: torch.Tensor | None = None) -> torch.Tensor:
+    """The image of `state`, a flat uint8 tensor: in `memory` when it has exactly the image's size
+    (memory already touched: the copy is a plain memcpy), else in fresh memory."""
+    header, spans, size = image_layout(state)
+    image = memory if memory is not None and memory.numel() == size else torch.empty(size, dtype=torch.uint8)
+    image[:len(header)] = torch.frombuffer(bytearray(header), dtype=torch.uint8)
+    for name, (a, b) in spans.items():
+        tensor = state[name].detach()
+        image[a:b].view(tensor.dtype).view(tensor.shape).copy_(tensor)
+    return image
+
+
+def image_tensors(image: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The tensors of an image (a flat uint8 tensor) as views of it, in the header's order."""
+    (length,) = struct.unpack("<Q", image[:8].numpy().tobytes())
+    header = json.loads(image[8:8 + length].numpy().tobytes())
+    header.pop("__metadata__", None)
+    data = image[8 + length:]
+    return {name: data[a:b].view(_TORCH_DTYPES[h["dtype"]]).view(h["shape"])
+            for name, h in header.items() for a, b in [h["data_offsets"]]}
+
+
+class _ImageServer:
+    """Learner rank 0's side of tcp: serves the latest image, and an older one while a receiver is
+    still reading it, to any receiver that presents the run's token; each connection on its own
+    thread, so a slow or stalled receiver delays only itself (and is dropped after timeout_s)."""
+
+    def __init__(self, port: int, timeout_s: float):
+        self.host = ray.util.get_node_ip_address() if ray.is_initialized() else "127.0.0.1"
+        try:
+            self.listener = socket.create_server((self.host, port), backlog=128)
+        except OSError as exc:
+            raise OSError(f"weight_sync.transport=tcp: learner rank 0 cannot listen on {self.host}:{port} "
+                          f"(weight_sync.port): {exc}") from exc
+        self.port, self.timeout_s, self.token = self.listener.getsockname()[1], timeout_s, secrets.token_bytes(16)
+        self.lock = threading.Lock()
+        self.images: dict[int, torch.Tensor] = {}   # version -> image; the latest is the largest version
+        self.readers: dict[int, int] = {}
+        threading.Thread(target=self._accept, name="weight-server", daemon=True).start()
+
+    def url(self, version: int) -> str:
+        return f"tcp://{self.host}:{self.port}/{version}?token={self.token.hex()}"
+
+    def put(self, state: dict[str, torch.Tensor], version: int) -> None:
+        """Copies `state` into an image served as `version`, reusing the memory of an image no one
+        is reading (already touched: a plain copy, no page faults)."""
+        with self.lock:   # the superseded image, if no one reads it
+            spare = next((v for v in self.images if not self.readers.get(v)), None)
+            memory = self.images.pop(spare) if spare is not None else None
+        image = build_image(state, memory)
+        with self.lock:
+            self.images[version] = image
+            for v in [v for v in self.images if v != version and not self.readers.get(v)]:
+                del self.images[v]   # superseded and unread: freed
+
+    def _accept(self) -> None:
+        while True:
+            connection, _ = self.listener.accept()
+            threading.Thread(target=self._serve, args=(connection,), name="weight-server-send", daemon=True).start()
+
+    def _serve(self, connection: socket.socket) -> None:
+        with connection:
+            connection.settimeout(self.timeout_s)
+            try:
+                magic, token, version = _REQUEST.unpack(_recv_exact(connection, _REQUEST.size))
+                if magic != _MAGIC or not hmac.compare_digest(token, self.token):
+                    return _refuse(connection, "not this run's weight server (wrong token)")
+                with self.lock:
+                    image = self.images.get(version)
+                    if image is None:
+                        return _refuse(connection, f"v{version} is not served (held: {sorted(self.images) or 'none'})")
+                    self.readers[version] = self.readers.get(version, 0) + 1
+                try:
+                    connection.sendall(b"\0" + struct.pack("<Q", image.numel()))
+                    connection.sendall(memoryview(image.numpy()))
+                finally:
+                    with self.lock:
+                        self.readers[version] -= 1
+                        if not self.readers[version]:
+                            del self.readers[version]
+                            if version != max(self.images):
+                                del self.images[version]
+            except OSError:
+                pass   # the receiver went away or stalled past timeout_s: it reports that itself
+
+
+def _refuse(connection: socket.socket, reason: str) -> None:
+    connection.sendall(b"\1" + reason.encode()[:4096])
+
+
+def _recv_exact(connection: socket.socket, n: int) -> bytes:
+    data = bytearray()
+    while len(data) < n:
+        chunk = connection.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError(f"closed after {len(data)} of {n} bytes")
+        data += chunk
+    return bytes(data)
+
+
+_received = torch.empty(0, dtype=torch.uint8)   # this process's receive buffer, kept between versions
+
+
+def fetch_image(url: str, timeout_s: float) -> dict[str, torch.Tensor]:
+    """The tensors served at `url` (tcp://host:port/version?token=...), streamed within
+    `timeout_s` into this process's receive buffer: views of it, valid until the next fetch."""
+    global _received
+    parts = urlsplit(url)
+    version, token = int(parts.path.strip("/")), bytes.fromhex(parse_qs(parts.query)["token"][0])
+    who = f"weights v{version} from learner rank 0 at {parts.hostname}:{parts.port}"
+    deadline = time.monotonic() + timeout_s
+
+    def left() -> float:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise socket.timeout()
+        return remaining
+
+    got, size = 0, None
+    try:
+        with socket.create_connection((parts.hostname, parts.port), timeout=timeout_s) as connection:
+            connection.sendall(_REQUEST.pack(_MAGIC, token, version))
+            connection.settimeout(left())
+            if _recv_exact(connection, 1) != b"\0":
+                raise ConnectionError(f"refused: {connection.recv(4096).decode(errors='replace')}")
+            (size,) = struct.unpack("<Q", _recv_exact(connection, 8))
+            if _received.numel() < size:
+                _received = torch.empty(size, dtype=torch.uint8)
+            view = memoryview(_received.numpy())[:size]
+            while got < size:
+                connection.settimeout(left())
+                n = connection.recv_into(view[got:], min(size - got, 16 << 20))
+                if n == 0:
+                    raise ConnectionError(f"the server closed after {got} of {size} bytes")
+                got += n
+    except TimeoutError:
+        raise TimeoutError(f"{who}: {got} of {size if size is not None else '?'} bytes within "
+                           f"weight_sync.timeout_s={timeout_s:g}s") from None
+    except OSError as exc:
+        raise ConnectionError(f"{who}: {exc}") from None
+    return image_tensors(_received[:size])
+
+
+class TcpTransport(Transport):
+    name = "tcp"
+    server: _ImageServer | None = None
+
+    def send(self, state: dict[str, torch.Tensor], version: int) -> str:
+        if self.server is None:
+            self.server = _ImageServer(self.port, self.timeout_s)
+        self.server.put(state, version)
+        return self.server.url(version)
+
+    @contextlib.contextmanager
+    def receive(self, weights: PublishedWeights, timeout_s: float) -> Iterator[list[str]]:
+        yield [weights.location]   # the engine fetches it itself (read_weights), into memory it keeps
+
+
 TRANSPORTS: Registry[type[Transport]] = Registry("weight transport")
-for _transport in (ShmTransport, ObjectStoreTransport):
+for _transport in (ShmTransport, ObjectStoreTransport, TcpTransport):
     TRANSPORTS.register(_transport.name)(_transport)
 
 
 def choose_transport(requested: str, learner_node: str, worker_nodes: list[str]) -> str:
     """weight_sync.transport for where the actors landed: auto is shm when every rollout worker is
-    on learner rank 0's node, else object_store; shm with a worker elsewhere is a config error."""
+    on learner rank 0's node, else tcp (measured faster than object_store across nodes:
+    docs/benchmarks.md); shm with a worker elsewhere is a config error."""
     elsewhere = [f"{i} (node {node})" for i, node in enumerate(worker_nodes) if node != learner_node]
     if requested == "auto":
-        return ObjectStoreTransport.name if elsewhere else ShmTransport.name
+        return TcpTransport.name if elsewhere else ShmTransport.name
     if requested == ShmTransport.name and elsewhere:
         raise ConfigError(
             f"weight_sync.transport=shm: rollout workers {', '.join(elsewhere)} are not on learner rank 0's node "
-            f"{learner_node}, and shared memory reaches only that node; use weight_sync.transport=auto or object_store")
+            f"{learner_node}, and shared memory reaches only that node; use weight_sync.transport=auto, tcp or object_store")
     return requested

@@ -51,7 +51,7 @@ def test_learner_and_rollout_workers_on_two_nodes(two_nodes, tiny_model, tmp_pat
     placed = metadata["placement"]
     (learner_node,) = set(placed["learner"])
     assert len(placed["rollout"]) == 2 and learner_node not in placed["rollout"] and len(set(placed["rollout"])) == 1
-    assert metadata["weight_transport"] == "object_store"
+    assert metadata["weight_transport"] == "tcp"
     assert metadata["sandbox"]["nodes"] == 2   # the sandbox pool executes on every node's CPUs
     steps = [r for r in map(json.loads, (run_dir / "metrics.jsonl").open()) if "weight_version" in r]
     assert [r["step"] for r in steps] == [1, 2]

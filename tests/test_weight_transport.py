@@ -1,7 +1,8 @@
 """The weight transports end to end at tiny scale, on a local two-node Ray cluster (two raylets on
 this machine, each with its own object store, so object_store moves the bytes between nodes as
-on a real cluster): real DeepSpeed learner actors publish, a real vLLM rollout worker receives,
-reloads in place and answers with the checksum of what its engine loaded and holds."""
+on a real cluster, and tcp connects to the other node's address): real DeepSpeed learner actors
+publish, a real vLLM rollout worker receives, reloads in place and answers with the checksum of
+what its engine loaded and holds."""
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,10 +17,11 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.e2e
 
 
-def test_auto_picks_shm_on_one_node_and_the_object_store_across_nodes():
+def test_auto_picks_shm_on_one_node_and_tcp_across_nodes():
     assert choose_transport("auto", "n1", ["n1", "n1"]) == "shm"
-    assert choose_transport("auto", "n1", ["n1", "n2"]) == "object_store"
+    assert choose_transport("auto", "n1", ["n1", "n2"]) == "tcp"
     assert choose_transport("object_store", "n1", ["n1"]) == "object_store"
+    assert choose_transport("tcp", "n1", ["n1"]) == "tcp"
 
 
 def test_explicit_shm_with_a_worker_elsewhere_is_refused_naming_its_node():
@@ -27,7 +29,7 @@ def test_explicit_shm_with_a_worker_elsewhere_is_refused_naming_its_node():
         choose_transport("shm", "n1", ["n1", "n2", "n1", "n3"])
     message = str(refused.value)
     assert message.startswith("weight_sync.transport=shm: rollout workers 1 (node n2), 3 (node n3) ")
-    assert "learner rank 0's node n1" in message and "object_store" in message
+    assert "learner rank 0's node n1" in message and "tcp or object_store" in message
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +81,7 @@ def _push_and_check(c, learner, transport: str) -> PublishedWeights:
 
     from rl.vllm_ext import verbatim_parameter_names
 
-    weights = ray.get(learner.publish.remote(transport, c.rollout.weights_dir, c.cfg.weight_sync.bucket_mb))
+    weights = ray.get(learner.publish.remote(transport, c.rollout.weights_dir, c.cfg.weight_sync))
     assert (weights.transport, weights.version) == (transport, 0)
     assert weights.checksum == ray.get(learner.checksum.remote())
     c.rollout.push(weights)   # raises unless the engine loaded exactly weights.checksum
@@ -98,11 +100,22 @@ def test_shm_moves_a_same_node_learners_weights_into_the_engine(cluster):
     assert Path(weights.location).parent == Path(cluster.rollout.weights_dir)
 
 
-def test_object_store_moves_weights_across_nodes_in_buckets(cluster):
+def test_tcp_moves_weights_across_nodes_into_the_engine(cluster):
+    import ray
+
     assert cluster.other not in cluster.rollout.nodes
     transport = choose_transport("auto", cluster.other, cluster.rollout.nodes)
-    assert transport == "object_store"
+    assert transport == "tcp"
     weights = _push_and_check(cluster, cluster.far, transport)
+    assert weights.location.startswith(f"tcp://{ray.util.get_node_ip_address()}:")   # the learner's node's Ray address
+    again = _push_and_check(cluster, cluster.far, transport)       # the same server, the next publish
+    assert again.location.split("/")[2] == weights.location.split("/")[2]
+    assert not list(Path(cluster.rollout.weights_dir).glob("received-*")), "tcp stages no file"
+
+
+def test_object_store_moves_weights_across_nodes_in_buckets(cluster):
+    assert cluster.other not in cluster.rollout.nodes
+    weights = _push_and_check(cluster, cluster.far, "object_store")
     embedding, rest = weights.location   # buckets of 8 MiB: the 25 MB embedding alone, then all the rest
     assert [name for name, *_ in embedding.tensors] == ["model.embed_tokens.weight"] and len(rest.tensors) > 1
     assert not list(Path(cluster.rollout.weights_dir).glob("received-*")), "the worker removes what it staged"
@@ -117,7 +130,7 @@ def test_a_push_to_a_busy_worker_fails_within_its_timeout_naming_the_worker(clus
     from rl.rollout import SamplingSpec
 
     rollout = cluster.rollout
-    weights = ray.get(cluster.near.publish.remote("shm", rollout.weights_dir, cluster.cfg.weight_sync.bucket_mb))
+    weights = ray.get(cluster.near.publish.remote("shm", rollout.weights_dir, cluster.cfg.weight_sync))
     busy = rollout.workers[0].generate.remote([[1, 2, 3]] * 32, SamplingSpec(max_new_tokens=900))
     rollout.push_timeout_s = 3.0
     start = time.monotonic()

@@ -252,7 +252,8 @@ class _ImageServer:
     def __init__(self, port: int, timeout_s: float):
         self.host = ray.util.get_node_ip_address() if ray.is_initialized() else "127.0.0.1"
         try:
-            self.listener = socket.create_server((self.host, port), backlog=128)
+            family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+            self.listener = socket.create_server((self.host, port), family=family, backlog=128)
         except OSError as exc:
             raise OSError(f"weight_sync.transport=tcp: learner rank 0 cannot listen on {self.host}:{port} "
                           f"(weight_sync.port): {exc}") from exc
@@ -263,7 +264,8 @@ class _ImageServer:
         threading.Thread(target=self._accept, name="weight-server", daemon=True).start()
 
     def url(self, version: int) -> str:
-        return f"tcp://{self.host}:{self.port}/{version}?token={self.token.hex()}"
+        host = f"[{self.host}]" if ":" in self.host else self.host   # an IPv6 address
+        return f"tcp://{host}:{self.port}/{version}?token={self.token.hex()}"
 
     def put(self, state: dict[str, torch.Tensor], version: int) -> None:
         """Copies `state` into an image served as `version`, reusing the memory of an image no one

@@ -36,10 +36,10 @@ import struct
 import threading
 import time
 import warnings
-from urllib.parse import parse_qs, urlsplit
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import parse_qs, urlsplit
 
 import ray
 import torch
